@@ -1,0 +1,46 @@
+"""VAE losses, summed over the batch (the unit of the original report's curves).
+
+Each function returns one scalar: the sum over every image (and pixel, or latent unit) of the
+batch. Reconstruction losses take the decoder's *logits* so BCE stays finite when the sigmoid
+saturates; they are computed in fp32 whatever the autocast dtype.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+RECON_LOSSES = ("mse", "bce")
+
+
+def kld(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, sigma^2) || N(0, I)) in closed form, summed over batch and latent units."""
+    mu, logvar = mu.float(), logvar.float()
+    return -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+
+
+def mse_sum(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Squared error between sigmoid(logits) and target, summed over the batch."""
+    return F.mse_loss(torch.sigmoid(logits.float()), target.float(), reduction="sum")
+
+
+def bce_sum(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of sigmoid(logits) against target in [0, 1], summed (stable)."""
+    return F.binary_cross_entropy_with_logits(logits.float(), target.float(), reduction="sum")
+
+
+def recon_loss(kind: str, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Reconstruction loss by name: "mse" or "bce"."""
+    if kind == "mse":
+        return mse_sum(logits, target)
+    if kind == "bce":
+        return bce_sum(logits, target)
+    raise ValueError(f"loss={kind!r}: expected one of {', '.join(RECON_LOSSES)}")
+
+
+def vae_loss(kind: str, logits: torch.Tensor, target: torch.Tensor, mu: torch.Tensor,
+             logvar: torch.Tensor, beta: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Return (total, recon, kld) with total = recon + beta * kld (beta=1: the paper's loss)."""
+    rec = recon_loss(kind, logits, target)
+    kl = kld(mu, logvar)
+    return rec + beta * kl, rec, kl
