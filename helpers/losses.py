@@ -38,8 +38,14 @@ def recon_loss(kind: str, logits: torch.Tensor, target: torch.Tensor) -> torch.T
     raise ValueError(f"loss={kind!r}: expected one of {', '.join(RECON_LOSSES)}")
 
 
-def vae_loss(kind: str, logits: torch.Tensor, target: torch.Tensor, mu: torch.Tensor,
-             logvar: torch.Tensor, beta: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def vae_loss(
+    kind: str,
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    mu: torch.Tensor,
+    logvar: torch.Tensor,
+    beta: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Return (total, recon, kld) with total = recon + beta * kld (beta=1: the paper's loss)."""
     rec = recon_loss(kind, logits, target)
     kl = kld(mu, logvar)

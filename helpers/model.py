@@ -44,8 +44,10 @@ class EndoVAEConfig:
             raise ValueError(f"latent_dim={self.latent_dim}: must be >= 1")
         down = _prod(self.enc_strides)
         if self.in_size % down or _prod(self.dec_strides) != down:
-            raise ValueError(f"in_size={self.in_size} must be divisible by the stride product "
-                             f"{down}, and decoder strides must undo encoder strides")
+            raise ValueError(
+                f"in_size={self.in_size} must be divisible by the stride product "
+                f"{down}, and decoder strides must undo encoder strides"
+            )
 
     @property
     def feature_size(self) -> int:
@@ -76,7 +78,9 @@ class Encoder(nn.Module):
             c_in = c_out
         self.features = nn.Sequential(*layers)
         flat = c_in * cfg.feature_size**2
-        self.dense = nn.Sequential(nn.Flatten(), nn.Linear(flat, cfg.hidden_dim), nn.ReLU(inplace=True))
+        self.dense = nn.Sequential(
+            nn.Flatten(), nn.Linear(flat, cfg.hidden_dim), nn.ReLU(inplace=True)
+        )
         self.mu = nn.Linear(cfg.hidden_dim, cfg.latent_dim)
         self.logvar = nn.Linear(cfg.hidden_dim, cfg.latent_dim)
 
@@ -92,14 +96,19 @@ class Decoder(nn.Module):
     def __init__(self, cfg: EndoVAEConfig):
         super().__init__()
         self.c0, self.s0 = cfg.enc_channels[-1], cfg.feature_size
-        self.dense = nn.Sequential(nn.Linear(cfg.latent_dim, self.c0 * self.s0**2), nn.ReLU(inplace=True))
+        self.dense = nn.Sequential(
+            nn.Linear(cfg.latent_dim, self.c0 * self.s0**2), nn.ReLU(inplace=True)
+        )
         layers, c_in = [], self.c0
         for c_out, stride in zip(cfg.dec_channels, cfg.dec_strides, strict=True):
             if stride == 1:
                 layers.append(nn.Conv2d(c_in, c_out, 3, padding=1))
             else:
-                layers.append(nn.ConvTranspose2d(c_in, c_out, 3, stride=stride, padding=1,
-                                                 output_padding=stride - 1))
+                layers.append(
+                    nn.ConvTranspose2d(
+                        c_in, c_out, 3, stride=stride, padding=1, output_padding=stride - 1
+                    )
+                )
             layers.append(nn.ReLU(inplace=True))
             c_in = c_out
         layers.append(nn.Conv2d(c_in, cfg.in_channels, 3, padding=1))

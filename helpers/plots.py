@@ -36,9 +36,14 @@ def save_figure(fig: plt.Figure, path: str | os.PathLike | None, dpi: int = 150)
         fig.savefig(path, dpi=dpi, bbox_inches="tight")
 
 
-def show_grid(images: np.ndarray | torch.Tensor, nrow: int, title: str = "",
-              path: str | os.PathLike | None = None, row_labels: Sequence[str] = (),
-              scale: float = 1.2) -> plt.Figure:
+def show_grid(
+    images: np.ndarray | torch.Tensor,
+    nrow: int,
+    title: str = "",
+    path: str | os.PathLike | None = None,
+    row_labels: Sequence[str] = (),
+    scale: float = 1.2,
+) -> plt.Figure:
     """Plot images as a grid (optionally labelling rows) and save it to `path`."""
     grid = grid_image(images, nrow)
     n_rows = int(np.ceil(len(to_chw_float(images)) / nrow))
@@ -57,12 +62,17 @@ def show_grid(images: np.ndarray | torch.Tensor, nrow: int, title: str = "",
     return fig
 
 
-def plot_loss_curves(history, title: str = "", path: str | os.PathLike | None = None,
-                     recon_label: str = "reconstruction") -> plt.Figure:
+def plot_loss_curves(
+    history,
+    title: str = "",
+    path: str | os.PathLike | None = None,
+    recon_label: str = "reconstruction",
+) -> plt.Figure:
     """Plot reconstruction, KLD and total loss per epoch (history: DataFrame from training)."""
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
-    for ax, column, label in zip(axes, ("recon", "kld", "total"),
-                                 (recon_label, "KL divergence", "total"), strict=True):
+    for ax, column, label in zip(
+        axes, ("recon", "kld", "total"), (recon_label, "KL divergence", "total"), strict=True
+    ):
         ax.plot(history["epoch"], history[column], lw=1.5)
         ax.set_xlabel("epoch")
         ax.set_ylabel("loss per batch (sum)")
@@ -75,8 +85,11 @@ def plot_loss_curves(history, title: str = "", path: str | os.PathLike | None = 
     return fig
 
 
-def plot_roc(curves: Mapping[str, tuple[np.ndarray, np.ndarray, float]], title: str = "",
-             path: str | os.PathLike | None = None) -> plt.Figure:
+def plot_roc(
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray, float]],
+    title: str = "",
+    path: str | os.PathLike | None = None,
+) -> plt.Figure:
     """Plot ROC curves: {label: (fpr, tpr, auc)}, with the chance diagonal."""
     fig, ax = plt.subplots(figsize=(4.2, 4.0))
     for label, (fpr, tpr, auc) in curves.items():

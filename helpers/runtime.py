@@ -76,8 +76,16 @@ def library_versions() -> dict[str, str]:
     import importlib.metadata as md
 
     versions = {"python": platform.python_version()}
-    for name in ("torch", "torchvision", "numpy", "scikit-image", "scikit-learn", "pandas",
-                 "papermill", "nbconvert"):
+    for name in (
+        "torch",
+        "torchvision",
+        "numpy",
+        "scikit-image",
+        "scikit-learn",
+        "pandas",
+        "papermill",
+        "nbconvert",
+    ):
         try:
             versions[name] = md.version(name)
         except md.PackageNotFoundError:
