@@ -1,0 +1,70 @@
+"""Preprocessing throughput: preprocess() over the full-size embedded Kvasir-like set, cold.
+
+Generates (or reuses) n_per_class full-size Kvasir-like frames per class under the data root
+(500 per class = 2,000 frames, the size of the Kvasir v1 classes we use), then times
+`helpers.preprocess.preprocess` into a fresh temporary folder (no earlier outputs to reuse)
+with all cores, and optionally with one worker for the parallel speedup. Target: <= 30 s for
+2,000 frames on 2 cores.
+
+    python benchmarks/preprocess_throughput.py                    # 2,000 frames, all cores
+    python benchmarks/preprocess_throughput.py --n-per-class 100 --compare-single
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+
+from helpers.kvasir import ALL_CLASSES, list_images
+from helpers.preprocess import preprocess
+from helpers.synthetic import ensure_synthetic
+
+TARGET_S = 30.0
+
+
+def parse_args() -> argparse.Namespace:
+    """Command-line options."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n-per-class", type=int, default=500, help="frames per class (500)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the Kvasir-like set")
+    parser.add_argument("--workers", type=int, default=0, help="worker processes (0: all cores)")
+    parser.add_argument(
+        "--compare-single", action="store_true", help="also time one worker and print the speedup"
+    )
+    return parser.parse_args()
+
+
+def time_once(class_dirs: dict, workers: int | None) -> tuple[float, int]:
+    """Seconds for one cold preprocess() run, and the number of images it wrote."""
+    with tempfile.TemporaryDirectory(prefix="preprocess-bench-") as tmp:
+        start = time.perf_counter()
+        report = preprocess(class_dirs, tmp, workers=workers, progress=False)
+        seconds = time.perf_counter() - start
+    return seconds, sum(report.counts["images"].values())
+
+
+def main() -> None:
+    """Generate or reuse the frames, time preprocessing, print the figures."""
+    args = parse_args()
+    root = ensure_synthetic(args.n_per_class, args.seed, progress=True)
+    class_dirs = {name: root / name for name in ALL_CLASSES}
+    n_frames = sum(len(list_images(folder)) for folder in class_dirs.values())
+    workers = args.workers or os.cpu_count() or 1
+    seconds, n_images = time_once(class_dirs, workers)
+    print(f"frames: {n_frames} full-size JPEGs from {root}")
+    print(
+        f"workers={workers}: {seconds:.1f} s, {n_frames / seconds:.0f} frames/s, {n_images / seconds:.0f} images/s ({n_images} written)"
+    )
+    if args.compare_single and workers > 1:
+        single, _ = time_once(class_dirs, 1)
+        print(f"workers=1: {single:.1f} s, {n_frames / single:.0f} frames/s")
+        print(f"parallel speedup {single / seconds:.2f}x")
+    scaled = seconds * 2000 / max(n_frames, 1)
+    verdict = "meets" if scaled <= TARGET_S else "misses"
+    print(f"time for 2,000 frames: {scaled:.1f} s ({verdict} the <= {TARGET_S:.0f} s target)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,450 @@
+"""Fast, crash-safe EndoVAE training shared by notebooks 03, 04 and 08.
+
+`fit()` keeps the whole uint8 training set on the device (NCHW, channels_last where chosen),
+shuffles it by index each epoch with a seeded generator, converts each batch to float on the
+device, and runs bf16 autocast + channels_last where `choose_precision` says so (fused Adam on
+CUDA, optional `torch.compile`). Loss sums stay on the device; the host reads them once per
+epoch, which is also when a non-finite loss is detected.
+
+Logged per epoch (history): recon, kld, total in the original report's unit, the loss summed
+over one batch of `batch_size` images, i.e. the epoch's sum times `batch_size / n_images`
+(exactly the mean of the per-batch sums when `n_images` is a multiple of `batch_size`; a
+smaller last batch is weighted by its size), plus seconds and images_per_s.
+
+Checkpoints (helpers.checkpoint) carry model, optimizer, epoch, history, train config and the
+RNG states (tensors only, so `torch.load(weights_only=True)` works). With `resume=True` a run
+killed at any point continues from its last checkpoint and, on the CPU in fp32, ends with
+weights bit-identical to an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+import warnings
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from helpers.atomic import atomic_write_csv
+from helpers.checkpoint import read_checkpoint, save_checkpoint
+from helpers.losses import RECON_LOSSES, vae_loss
+from helpers.model import EndoVAE, EndoVAEConfig
+from helpers.runtime import Precision, choose_precision, get_device, seed_everything
+
+HISTORY_COLUMNS = ("epoch", "recon", "kld", "total", "seconds", "images_per_s")
+PRECISIONS = ("auto", "fp32", "bf16")
+# Settings that may differ between a checkpoint and the run resuming it (they do not change
+# the numbers of the epochs already trained).
+RESUMABLE_CHANGES = ("epochs", "checkpoint_every")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training settings; the defaults are the paper's (Adam, lr 1e-3, batch 128)."""
+
+    loss: str = "mse"
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3
+    beta: float = 1.0
+    seed: int = 0
+    checkpoint_every: int = 10
+    precision: str = "auto"
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        """Validate every field; errors name the parameter."""
+        if self.loss not in RECON_LOSSES:
+            raise ValueError(f"loss={self.loss!r}: expected one of {', '.join(RECON_LOSSES)}")
+        _check_int("epochs", self.epochs, 0)
+        _check_int("batch_size", self.batch_size, 1)
+        _check_int("seed", self.seed, 0)
+        _check_int("checkpoint_every", self.checkpoint_every, 0)
+        _check_float("lr", self.lr, strictly_positive=True)
+        _check_float("beta", self.beta, strictly_positive=False)
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"precision={self.precision!r}: expected one of {', '.join(PRECISIONS)}"
+            )
+        if not isinstance(self.compile, bool):
+            raise ValueError(f"compile={self.compile!r}: expected True or False")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for checkpoints and tables."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """Build from a dict, ignoring keys that are not TrainConfig fields."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    """Raise ValueError naming `name` unless value is an int >= minimum."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise ValueError(f"{name}={value!r}: expected an integer >= {minimum}")
+
+
+def _check_float(name: str, value: Any, strictly_positive: bool) -> None:
+    """Raise ValueError naming `name` unless value is a finite number > 0 (or >= 0)."""
+    ok = isinstance(value, int | float | np.number) and not isinstance(value, bool)
+    ok = ok and math.isfinite(value) and (value > 0 if strictly_positive else value >= 0)
+    if not ok:
+        bound = "> 0" if strictly_positive else ">= 0"
+        raise ValueError(f"{name}={value!r}: expected a finite number {bound}")
+
+
+@dataclass
+class TrainResult:
+    """What `fit` returns."""
+
+    model: EndoVAE
+    history: pd.DataFrame
+    checkpoint_path: Path | None
+    resumed_from_epoch: int
+    seconds: float
+    device: str = "cpu"
+    precision: str = "fp32"
+
+    @property
+    def images_per_s(self) -> float:
+        """Mean training throughput over the epochs in the history (nan when none)."""
+        if self.history.empty:
+            return float("nan")
+        return float(self.history["images_per_s"].mean())
+
+
+# --- data ------------------------------------------------------------------------------------
+
+
+def images_to_tensor(images: Any, in_channels: int = 3, in_size: int | None = None) -> torch.Tensor:
+    """uint8 N x H x W x C array/tensor (or N x C x H x W tensor) -> uint8 NCHW view, no copy."""
+    tensor = torch.as_tensor(images)
+    if tensor.dtype != torch.uint8:
+        raise ValueError(f"images: expected uint8 pixels, got dtype {tensor.dtype}")
+    if tensor.ndim != 4:
+        raise ValueError(
+            f"images: expected N x H x W x {in_channels}, got shape {tuple(tensor.shape)}"
+        )
+    if tensor.shape[-1] == in_channels and tensor.shape[1] != in_channels:
+        tensor = tensor.permute(0, 3, 1, 2)  # NHWC memory seen as NCHW: already channels_last
+    if tensor.shape[1] != in_channels:
+        raise ValueError(
+            f"images: expected {in_channels} channels, got shape {tuple(tensor.shape)}"
+        )
+    if in_size is not None and tuple(tensor.shape[2:]) != (in_size, in_size):
+        raise ValueError(
+            f"images: expected {in_size}x{in_size} pixels (model in_size), "
+            f"got shape {tuple(tensor.shape)}"
+        )
+    if len(tensor) == 0:
+        raise ValueError("images: empty training set")
+    return tensor
+
+
+def _device_data(images: Any, cfg: EndoVAEConfig, device: torch.device, prec: Precision):
+    """Move the uint8 training set to the device once, in the layout the model runs in."""
+    data = images_to_tensor(images, cfg.in_channels, cfg.in_size)
+    fmt = torch.channels_last if prec.channels_last else torch.contiguous_format
+    return data.to(device).contiguous(memory_format=fmt)
+
+
+# --- RNG, checkpoint and history -------------------------------------------------------------
+
+
+def _rng_state(shuffle: torch.Generator, device: torch.device) -> dict[str, Any]:
+    """RNG states as tensors: torch CPU, the shuffling generator, the device generator."""
+    state = {"torch": torch.get_rng_state(), "shuffle": shuffle.get_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    elif device.type == "mps":
+        state["mps"] = torch.mps.get_rng_state()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any], shuffle: torch.Generator, device: torch.device) -> None:
+    """Restore the states saved by `_rng_state`."""
+    torch.set_rng_state(state["torch"])
+    shuffle.set_state(state["shuffle"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+    elif device.type == "mps" and "mps" in state:
+        torch.mps.set_rng_state(state["mps"])
+
+
+def history_frame(rows: list[dict]) -> pd.DataFrame:
+    """History rows -> DataFrame with the standard columns."""
+    return pd.DataFrame(list(rows), columns=list(HISTORY_COLUMNS))
+
+
+def _config_mismatch(state: dict, tcfg: TrainConfig, mcfg: EndoVAEConfig) -> list[str]:
+    """Differences (as 'name: saved -> requested') that forbid resuming from `state`."""
+    diffs = []
+    saved_t, wanted_t = state.get("train_config", {}), tcfg.to_dict()
+    for key in wanted_t:
+        if key not in RESUMABLE_CHANGES and saved_t.get(key) != wanted_t[key]:
+            diffs.append(f"{key}: {saved_t.get(key)!r} -> {wanted_t[key]!r}")
+    saved_m, wanted_m = state.get("model_config", {}), mcfg.to_dict()
+    for key in wanted_m:
+        if saved_m.get(key) != wanted_m[key]:
+            diffs.append(f"model {key}: {saved_m.get(key)!r} -> {wanted_m[key]!r}")
+    return diffs
+
+
+def _load_resume_state(path: Path | None, resume: bool, tcfg: TrainConfig, mcfg: EndoVAEConfig):
+    """The checkpoint dict to resume from, or None; mismatched configs raise."""
+    if not resume or path is None or not path.is_file():
+        return None
+    state = read_checkpoint(path)
+    diffs = _config_mismatch(state, tcfg, mcfg)
+    if diffs:
+        raise ValueError(
+            f"cannot resume from {path}: it was trained with other settings "
+            f"({'; '.join(diffs)}). Delete the file or pass resume=False to start over."
+        )
+    return state
+
+
+def _save(path, history_path, model, optimizer, epoch, history, tcfg, shuffle, device) -> None:
+    """Write checkpoint and history CSV (each atomically)."""
+    if path is not None:
+        save_checkpoint(
+            path,
+            model,
+            optimizer=optimizer,
+            epoch=epoch,
+            history=history,
+            train_config=tcfg.to_dict(),
+            rng=_rng_state(shuffle, device),
+        )
+    if history_path is not None:
+        atomic_write_csv(history_path, history_frame(history))
+
+
+# --- the training loop -----------------------------------------------------------------------
+
+
+def _make_optimizer(model: EndoVAE, lr: float, device: torch.device) -> torch.optim.Adam:
+    """Adam (fused kernel on CUDA)."""
+    return torch.optim.Adam(model.parameters(), lr=lr, fused=device.type == "cuda")
+
+
+def _load_optimizer(optimizer: torch.optim.Adam, state: dict) -> None:
+    """Load an optimizer state, keeping this device's kernel choice (fused/foreach)."""
+    keep = [{k: g.get(k) for k in ("fused", "foreach")} for g in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, kept in zip(optimizer.param_groups, keep, strict=True):
+        group.update(kept)
+
+
+def _forward_loss(model, x, target, kind: str, beta: float, amp_dtype):
+    """Forward pass under autocast and the VAE loss in fp32: (total, recon, kld)."""
+    with _autocast(x.device, amp_dtype):
+        logits, mu, logvar = model(x)
+    return vae_loss(kind, logits, target, mu, logvar, beta)
+
+
+def _autocast(device: torch.device, amp_dtype):
+    """Autocast context for the device, or a no-op when amp_dtype is None."""
+    if amp_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=amp_dtype)
+
+
+def _run_epoch(step, data, optimizer, shuffle, batch_size: int) -> torch.Tensor:
+    """One pass over the data in a seeded random order; returns device sums (recon, kld, total)."""
+    n = len(data)
+    order = torch.randperm(n, generator=shuffle).to(data.device)
+    sums = torch.zeros(3, device=data.device)
+    for start in range(0, n, batch_size):
+        batch = data[order[start : start + batch_size]]
+        target = batch.float().div_(255.0)
+        total, rec, kl = step(target)
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+        sums += torch.stack((rec.detach(), kl.detach(), total.detach()))
+    return sums
+
+
+def _check_finite(values: list[float], epoch: int) -> None:
+    """Raise FloatingPointError naming the epoch and the non-finite loss terms."""
+    bad = [
+        name
+        for name, v in zip(("recon", "kld", "total"), values, strict=True)
+        if not math.isfinite(v)
+    ]
+    if bad:
+        shown = ", ".join(
+            f"{n}={v}" for n, v in zip(("recon", "kld", "total"), values, strict=True)
+        )
+        raise FloatingPointError(
+            f"non-finite loss at epoch {epoch} in {', '.join(bad)} ({shown}); training stopped "
+            "and the last good checkpoint was left untouched. Try a smaller lr or precision='fp32'."
+        )
+
+
+def _progress_bar(total: int, initial: int, desc: str, enabled: bool):
+    """tqdm.auto bar over epochs (text fallback without ipywidgets, no warning)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from tqdm.auto import tqdm
+    return tqdm(
+        total=total, initial=initial, desc=desc or "epochs", unit="epoch", disable=not enabled
+    )
+
+
+def fit(
+    images: Any,
+    train_config: TrainConfig | dict,
+    *,
+    model_config: EndoVAEConfig | None = None,
+    checkpoint_path: str | os.PathLike | None = None,
+    history_path: str | os.PathLike | None = None,
+    device: str | torch.device = "auto",
+    resume: bool = True,
+    progress: bool = True,
+    desc: str = "",
+) -> TrainResult:
+    """Train an EndoVAE on uint8 N x H x W x 3 images; checkpoint, resume, return the eval model."""
+    t_start = time.perf_counter()
+    tcfg = (
+        train_config
+        if isinstance(train_config, TrainConfig)
+        else TrainConfig.from_dict(train_config)
+    )
+    mcfg = model_config or EndoVAEConfig()
+    dev = device if isinstance(device, torch.device) else get_device(device)
+    prec = choose_precision(dev, tcfg.precision)
+    ckpt = Path(checkpoint_path) if checkpoint_path is not None else None
+    hist_path = Path(history_path) if history_path is not None else None
+
+    state = _load_resume_state(ckpt, resume, tcfg, mcfg)
+    shuffle = seed_everything(tcfg.seed)
+    model = EndoVAE(mcfg)
+    optimizer = None
+    history: list[dict] = []
+    start_epoch = 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        history = [dict(r) for r in state["history"]]
+        start_epoch = int(state["epoch"])
+    fmt = torch.channels_last if prec.channels_last else torch.contiguous_format
+    model = model.to(dev, memory_format=fmt)
+
+    def result() -> TrainResult:
+        """Package the eval-mode model and history."""
+        return TrainResult(
+            model.eval(), history_frame(history), ckpt, start_epoch,
+            time.perf_counter() - t_start, str(dev), prec.label,
+        )  # fmt: skip
+
+    if start_epoch >= tcfg.epochs:
+        if hist_path is not None:
+            atomic_write_csv(hist_path, history_frame(history))
+        return result()
+
+    optimizer = _make_optimizer(model, tcfg.lr, dev)
+    if state is not None:
+        _load_optimizer(optimizer, state["optimizer"])
+        _set_rng_state(state["rng"], shuffle, dev)
+    data = _device_data(images, mcfg, dev, prec)
+    forward = torch.compile(_forward_loss) if tcfg.compile else _forward_loss
+
+    def step(target: torch.Tensor):
+        """Loss of one batch (target doubles as the input)."""
+        return forward(model, target, target, tcfg.loss, tcfg.beta, prec.amp_dtype)
+
+    scale = tcfg.batch_size / len(data)
+    model.train()
+    with _progress_bar(tcfg.epochs, start_epoch, desc, progress) as bar:
+        for epoch in range(start_epoch + 1, tcfg.epochs + 1):
+            t0 = time.perf_counter()
+            sums = _run_epoch(step, data, optimizer, shuffle, tcfg.batch_size).tolist()
+            seconds = time.perf_counter() - t0
+            _check_finite(sums, epoch)
+            recon, kl, total = (v * scale for v in sums)
+            history.append(
+                {"epoch": epoch, "recon": recon, "kld": kl, "total": total,
+                 "seconds": seconds, "images_per_s": len(data) / seconds}
+            )  # fmt: skip
+            bar.set_postfix(recon=f"{recon:.4g}", kld=f"{kl:.4g}", total=f"{total:.4g}")
+            bar.update(1)
+            every = tcfg.checkpoint_every
+            if epoch == tcfg.epochs or (every and epoch % every == 0):
+                _save(ckpt, hist_path, model, optimizer, epoch, history, tcfg, shuffle, dev)
+    return result()
+
+
+# --- inference helpers for notebooks 05-08 ---------------------------------------------------
+
+
+def _model_device(model: torch.nn.Module) -> torch.device:
+    """Device of the model's parameters."""
+    return next(model.parameters()).device
+
+
+@torch.inference_mode()
+def reconstruct(
+    model: EndoVAE,
+    images: Any,
+    batch_size: int = 256,
+    device: str | torch.device | None = None,
+    sample: bool = False,
+) -> torch.Tensor:
+    """Reconstruct images in batches (eval mode, decoding mu unless `sample`), on the CPU.
+
+    uint8 N x H x W x 3 in -> uint8 N x H x W x 3 tensor out (rounded);
+    float N x 3 x H x W in [0, 1] in -> float N x 3 x H x W tensor out.
+    """
+    _check_int("batch_size", batch_size, 1)
+    dev = _model_device(model) if device is None else get_device(str(device))
+    model = model.to(dev).eval()
+    tensor = torch.as_tensor(images)
+    as_uint8 = tensor.dtype == torch.uint8
+    if as_uint8:
+        x_all = images_to_tensor(tensor, model.config.in_channels)
+    elif tensor.is_floating_point() and tensor.ndim == 4:
+        x_all = tensor
+    else:
+        raise ValueError(
+            f"images: expected uint8 N x H x W x C or float N x C x H x W, got "
+            f"{tensor.dtype} {tuple(tensor.shape)}"
+        )
+    outputs = []
+    for start in range(0, len(x_all), batch_size):
+        x = x_all[start : start + batch_size].to(dev).float()
+        if as_uint8:
+            x = x / 255.0
+        outputs.append(model.reconstruct(x.contiguous(), sample=sample).float().cpu())
+    out = torch.cat(outputs) if outputs else x_all.new_zeros((0, *x_all.shape[1:])).float()
+    if as_uint8:
+        return (
+            out.mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+        )
+    return out
+
+
+@torch.inference_mode()
+def decode_samples(model: EndoVAE, n: int, seed: int = 0, batch_size: int = 256) -> torch.Tensor:
+    """Decode n latents z ~ N(0, I) drawn from a CPU generator seeded with `seed`: float NCHW on the CPU."""
+    _check_int("n", n, 0)
+    _check_int("seed", seed, 0)
+    _check_int("batch_size", batch_size, 1)
+    model.eval()
+    generator = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, model.config.latent_dim, generator=generator)
+    dev = _model_device(model)
+    parts = [
+        model.decode(z[i : i + batch_size].to(dev)).float().cpu() for i in range(0, n, batch_size)
+    ]
+    cfg = model.config
+    return torch.cat(parts) if parts else torch.zeros(0, cfg.in_channels, cfg.in_size, cfg.in_size)

@@ -1,0 +1,162 @@
+"""Tests for helpers.classifier: offline construction, source-disjoint split, training, metrics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from helpers import classifier
+
+
+@pytest.fixture
+def empty_hub(tmp_path, monkeypatch):
+    """Point torch.hub's cache at an empty folder (so "auto" finds no weights)."""
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    return tmp_path / "hub"
+
+
+@pytest.fixture
+def fake_weights(tmp_path):
+    """A ResNet18 state dict on disk (random values) standing in for the ImageNet file."""
+    from torchvision.models import resnet18
+
+    torch.manual_seed(0)
+    path = tmp_path / "resnet18-local.pth"
+    torch.save(resnet18(weights=None).state_dict(), path)
+    return path
+
+
+def _easy_pairs(n, seed=0):
+    """'Real' textured bright images and 'reconstructed' smooth dark ones (easy to tell apart)."""
+    g = torch.Generator().manual_seed(seed)
+    real = (0.6 + 0.4 * torch.rand(n, 3, 96, 96, generator=g)).clamp(0, 1)
+    recon = torch.full((n, 3, 96, 96), 0.25) + 0.02 * torch.rand(n, 3, 1, 1, generator=g)
+    return real, recon
+
+
+def test_build_classifier_none_works_offline(empty_hub):
+    model, status = classifier.build_classifier("none")
+    assert not model.frozen and "No ImageNet weights" in status and "from scratch" in status
+    assert all(p.requires_grad for p in model.parameters())
+    assert model(torch.rand(3, 3, 96, 96)).shape == (3, 2)
+    head = [m for m in model.head if isinstance(m, nn.Linear | nn.Dropout)]
+    assert [getattr(m, "out_features", None) for m in head] == [256, None, 2]
+    assert head[1].p == 0.3
+
+
+def test_build_classifier_auto_without_cache_falls_back(empty_hub):
+    model, status = classifier.build_classifier("auto")
+    assert not model.frozen and str(empty_hub) in status
+    assert model.input_size == classifier.SCRATCH_INPUT_SIZE
+
+
+def test_build_classifier_auto_uses_cached_file(empty_hub, fake_weights):
+    cache = empty_hub / "checkpoints" / classifier.WEIGHTS_FILE
+    cache.parent.mkdir(parents=True)
+    cache.write_bytes(fake_weights.read_bytes())
+    model, status = classifier.build_classifier("auto")
+    assert model.frozen and model.input_size == 224 and str(cache) in status
+
+
+def test_build_classifier_explicit_file(fake_weights):
+    model, status = classifier.build_classifier(str(fake_weights))
+    assert model.frozen and "frozen" in status
+    assert not any(p.requires_grad for p in model.backbone.parameters())
+    reference = torch.load(fake_weights, weights_only=True)["conv1.weight"]
+    assert torch.equal(model.backbone.conv1.weight, reference)
+    with pytest.raises(FileNotFoundError, match="weights="):
+        classifier.build_classifier(str(fake_weights) + ".missing")
+
+
+def test_select_sources_and_split_are_disjoint_by_source():
+    manifest = pd.DataFrame(
+        {
+            "source_id": np.repeat([f"s{i:02d}" for i in range(15)], 4),
+            "flip": ["none", "h", "v", "hv"] * 15,
+        }
+    )
+    rows = classifier.select_sources(manifest, 12, seed=1)
+    chosen = manifest["source_id"].to_numpy()[rows]
+    assert len(set(chosen)) == 12 and (manifest["flip"].to_numpy()[rows] == "none").all()
+    train_idx, test_idx = classifier.split_pairs(12, 8, 4, seed=1)
+    assert len(train_idx) == 8 and len(test_idx) == 4
+    assert not set(chosen[train_idx]) & set(chosen[test_idx])
+    real = torch.arange(12).float().view(12, 1, 1, 1).expand(12, 3, 2, 2)
+    x_tr, y_tr = classifier.pair_set(real, real + 100, train_idx)
+    x_te, _ = classifier.pair_set(real, real + 100, test_idx)
+    sources = lambda x: set((x[:, 0, 0, 0] % 100).long().tolist())  # noqa: E731
+    assert not sources(x_tr) & sources(x_te)
+    assert y_tr.tolist() == [0] * 8 + [1] * 8
+    with pytest.raises(ValueError, match="n_pairs=20"):
+        classifier.select_sources(manifest, 20)
+    with pytest.raises(ValueError, match="exceeds n_pairs=12"):
+        classifier.split_pairs(12, 10, 4, seed=0)
+
+
+def test_score_metrics_hand_made_predictions():
+    y = np.array([0, 0, 0, 1, 1, 1])
+    prob = np.array([0.1, 0.4, 0.7, 0.3, 0.8, 0.9])
+    # AUC by hand: P(score_pos > score_neg) over 9 pairs: 0.3 beats 1, 0.8 beats 3, 0.9 beats 3.
+    out = classifier.score_metrics(y, prob)
+    assert out["auc"] == pytest.approx(7 / 9)
+    assert out["accuracy"] == pytest.approx(4 / 6)  # predictions 0,0,1,0,1,1
+    assert out["fpr"][-1] == 1.0 and out["tpr"][-1] == 1.0
+    with pytest.raises(ValueError, match="both classes"):
+        classifier.score_metrics(np.zeros(3), prob[:3])
+
+
+class _LogitEcho(nn.Module):
+    """Returns logits (0, x[:, 0, 0, 0]) so the softmax probability of label 1 is sigmoid(x)."""
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        return torch.stack([torch.zeros(len(x)), x[:, 0, 0, 0]], dim=1)
+
+
+def test_evaluate_uses_softmax_of_reconstructed():
+    p = torch.tensor([0.2, 0.6, 0.55, 0.9])
+    x = torch.logit(p).view(4, 1, 1, 1).expand(4, 3, 2, 2).contiguous()
+    out = classifier.evaluate(_LogitEcho(), x, torch.tensor([0, 0, 1, 1]), batch_size=3)
+    assert out["auc"] == pytest.approx(3 / 4)  # 0.55 loses to 0.6, the other 3 pairs win
+    assert out["accuracy"] == pytest.approx(3 / 4)
+
+
+def test_train_from_scratch_learns_easy_task(empty_hub):
+    torch.manual_seed(0)
+    model, _ = classifier.build_classifier("none")
+    real, recon = _easy_pairs(12)
+    train_idx, test_idx = classifier.split_pairs(12, 8, 4, seed=0)
+    x, y = classifier.pair_set(real, recon, train_idx)
+    hist = classifier.train_classifier(model, x, y, epochs=6, batch_size=8, seed=0)
+    assert list(hist["epoch"]) == list(range(1, 7))
+    assert hist["loss"].iloc[-1] < hist["loss"].iloc[0]
+    out = classifier.evaluate(model, *classifier.pair_set(real, recon, test_idx))
+    assert out["accuracy"] >= 0.75 and out["auc"] >= 0.9
+
+
+def test_train_frozen_trains_only_head(fake_weights):
+    model, _ = classifier.build_classifier(str(fake_weights), input_size=32)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    real, recon = _easy_pairs(8, seed=1)
+    x, y = classifier.pair_set(real, recon, np.arange(8))
+    hist = classifier.train_classifier(model, x, y, epochs=15, lr=3e-3, batch_size=4, seed=0)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("backbone."))
+    assert not torch.equal(before["head.0.weight"], after["head.0.weight"])
+    assert hist["loss"].iloc[-3:].mean() < hist["loss"].iloc[:3].mean()
+    assert not model.training
+
+
+def test_train_rejects_bad_parameters(empty_hub):
+    model, _ = classifier.build_classifier("none")
+    x, y = torch.rand(4, 3, 96, 96), torch.tensor([0, 1, 0, 1])
+    with pytest.raises(ValueError, match="clf_epochs"):
+        classifier.train_classifier(model, x, y, epochs=0)
+    with pytest.raises(ValueError, match="x_train has 4"):
+        classifier.train_classifier(model, x, y[:3])

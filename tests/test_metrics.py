@@ -1,0 +1,163 @@
+"""Tests for helpers.metrics: PSNR/SSIM against analytic values and scikit-image, bootstrap CIs."""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image, ImageFilter
+
+from helpers import metrics
+
+
+def _random_pair(n=6, size=(96, 96), noise=0.1, seed=0):
+    """Random images and a noisy copy, both in [0, 1]."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 3, *size, generator=g)
+    y = (x + noise * torch.randn(x.shape, generator=g)).clamp(0, 1)
+    return x, y
+
+
+def _real_pairs(folder, n=8):
+    """Real Kvasir frames resized to 96x96, and a blurred + noisy version of each."""
+    rng = np.random.default_rng(0)
+    originals, degraded = [], []
+    for path in sorted(folder.glob("*.jpg"))[:n]:
+        img = Image.open(path).convert("RGB").resize((96, 96), Image.BILINEAR)
+        blurred = np.asarray(img.filter(ImageFilter.GaussianBlur(1.5)), dtype=np.float64) / 255
+        noisy = np.clip(blurred + rng.normal(0, 0.03, blurred.shape), 0, 1)
+        originals.append(np.asarray(img, dtype=np.float64) / 255)
+        degraded.append(noisy)
+    to_t = lambda a: torch.from_numpy(np.stack(a)).permute(0, 3, 1, 2).float()  # noqa: E731
+    return to_t(originals), to_t(degraded)
+
+
+def test_psnr_identical_is_inf():
+    x, _ = _random_pair()
+    assert torch.isinf(metrics.psnr(x, x)).all()
+
+
+@pytest.mark.parametrize("d", [0.01, 0.05, 0.2])
+def test_psnr_constant_offset_matches_analytic(d):
+    x = 0.25 + 0.5 * torch.rand(4, 3, 32, 32)
+    got = metrics.psnr(x, x + d)
+    assert torch.allclose(got, torch.full((4,), 10 * math.log10(1 / d**2)), atol=1e-3)
+    got255 = metrics.psnr(255 * x, 255 * x + 255 * d, data_range=255.0)
+    assert torch.allclose(got255, got, atol=1e-3)
+
+
+def test_ssim_identical_is_one_and_falls_with_noise():
+    x, _ = _random_pair()
+    assert torch.allclose(metrics.ssim(x, x), torch.ones(len(x)), atol=1e-5)
+    values = [float(metrics.ssim(*_random_pair(noise=s)).mean()) for s in (0.02, 0.1, 0.3)]
+    assert values[0] > values[1] > values[2]
+
+
+@pytest.mark.parametrize("size", [(96, 96), (40, 57)])
+def test_batched_metrics_agree_with_skimage_on_random_images(size):
+    x, y = _random_pair(n=5, size=size, noise=0.15, seed=1)
+    np.testing.assert_allclose(metrics.ssim(x, y).numpy(), metrics.ssim_skimage(x, y), atol=1e-4)
+    np.testing.assert_allclose(metrics.psnr(x, y).numpy(), metrics.psnr_skimage(x, y), atol=1e-4)
+
+
+def test_batched_metrics_agree_with_skimage_on_real_images(kvasir_sample):
+    x, y = _real_pairs(kvasir_sample)
+    ours, ref = metrics.ssim(x, y).numpy(), metrics.ssim_skimage(x, y)
+    np.testing.assert_allclose(ours, ref, atol=1e-4)
+    assert 0.2 < ref.min() and ref.max() < 0.99  # a realistic, non-trivial range
+    np.testing.assert_allclose(metrics.psnr(x, y).numpy(), metrics.psnr_skimage(x, y), atol=1e-4)
+
+
+def test_image_metrics_batches_match_one_call():
+    x, y = _random_pair(n=7)
+    table = metrics.image_metrics(x, y, batch_size=3)
+    assert list(table.columns) == ["psnr", "ssim"] and len(table) == 7
+    np.testing.assert_allclose(table["ssim"], metrics.ssim_skimage(x, y), atol=1e-4)
+
+
+def test_metric_input_errors():
+    x, _ = _random_pair(n=2)
+    with pytest.raises(ValueError, match="same shape"):
+        metrics.ssim(x, x[:1])
+    with pytest.raises(ValueError, match="win_size=11"):
+        metrics.ssim(x[..., :8, :8], x[..., :8, :8])
+    with pytest.raises(ValueError, match="N x C x H x W"):
+        metrics.psnr(x[0], x[0])
+
+
+def test_bootstrap_ci_contains_mean_and_narrows_with_n():
+    rng = np.random.default_rng(42)
+    small, large = rng.normal(10, 2, 20), rng.normal(10, 2, 2000)
+    for values in (small, large):
+        low, high = metrics.bootstrap_ci(values)
+        assert low < values.mean() < high
+    width = lambda v: np.subtract(*metrics.bootstrap_ci(v)[::-1])  # noqa: E731
+    assert width(large) < width(small) / 5
+    normal_theory = 2 * 1.959964 * large.std(ddof=1) / math.sqrt(large.size)
+    assert width(large) == pytest.approx(normal_theory, rel=0.15)
+    assert metrics.bootstrap_ci(small, seed=3) == metrics.bootstrap_ci(small, seed=3)
+
+
+def test_bootstrap_and_summary_errors():
+    with pytest.raises(ValueError, match="at least one"):
+        metrics.bootstrap_ci([])
+    with pytest.raises(ValueError, match="non-finite"):
+        metrics.summarize([1.0, float("inf")])
+    with pytest.raises(ValueError, match="ci="):
+        metrics.bootstrap_ci([1.0, 2.0], ci=1.5)
+
+
+def test_summarize_uses_sample_std():
+    values = [16.1, 14.9, 19.3, 17.7, 12.2]
+    s = metrics.summarize(values)
+    assert s["std"] == pytest.approx(statistics.stdev(values))
+    assert s["mean"] == pytest.approx(statistics.fmean(values))
+    assert s["n"] == 5 and s["ci_low"] < s["mean"] < s["ci_high"]
+
+
+def test_paired_difference():
+    rng = np.random.default_rng(0)
+    b = rng.normal(16, 2, 50)
+    a = b + 0.5 + rng.normal(0, 0.1, 50)
+    out = metrics.paired_difference(a, b)
+    assert out["mean"] == pytest.approx(np.mean(a - b))
+    assert out["ci_excludes_zero"] and out["share_a_better"] == 1.0
+    same = metrics.paired_difference(b + rng.normal(0, 0.1, 50), b)
+    assert not same["ci_excludes_zero"]
+
+
+def test_metrics_table_layout_and_values():
+    rng = np.random.default_rng(1)
+    per_image = pd.DataFrame({"psnr": rng.normal(17, 2, 50), "ssim": rng.uniform(0.3, 0.6, 50)})
+    table = metrics.metrics_table(per_image)
+    assert list(table.index) == ["PSNR", "SSIM"]
+    assert list(table.columns) == ["Mean", "Standard Deviation"]
+    assert table.loc["SSIM", "Standard Deviation"] == pytest.approx(
+        statistics.stdev(per_image["ssim"])
+    )
+    ext = metrics.metrics_table(per_image, extended=True)
+    assert {"95 % CI low", "95 % CI high", "n"} <= set(ext.columns)
+    assert (ext["95 % CI low"] < ext["Mean"]).all() and (ext["Mean"] < ext["95 % CI high"]).all()
+    with pytest.raises(ValueError, match="ssim"):
+        metrics.metrics_table(per_image[["psnr"]])
+
+
+def test_extended_table_groups():
+    rng = np.random.default_rng(2)
+    per_image = pd.DataFrame(
+        {
+            "model": ["MSE"] * 30 + ["BCE"] * 30,
+            "images": (["polyps"] * 10 + ["healthy"] * 20) * 2,
+            "psnr": rng.normal(17, 2, 60),
+            "ssim": rng.uniform(0.3, 0.6, 60),
+        }
+    )
+    table = metrics.extended_table(per_image)
+    assert len(table) == 4
+    row = table[(table["model"] == "BCE") & (table["images"] == "healthy")].iloc[0]
+    assert row["n"] == 20
+    assert row["PSNR mean"] == pytest.approx(per_image["psnr"].iloc[40:].mean())

@@ -1,0 +1,207 @@
+"""Papermill smoke tests of notebooks 05-07 with tiny parameters, and their structure."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import nbformat
+import numpy as np
+import pandas as pd
+import papermill
+import pytest
+from conftest import run_notebook
+from PIL import Image
+
+from helpers import paths
+
+NOTEBOOKS = ("05_generation_reconstruction", "06_metrics", "07_classifier_bonus")
+UPSTREAM = ("01_preprocessing", "03_train_mse", "04_train_bce")
+TINY = {
+    "05_generation_reconstruction": {"n_show": 4},
+    "06_metrics": {"n_eval_polyps": 8, "n_boot": 200},
+    "07_classifier_bonus": {
+        "n_pairs": 10,
+        "n_clf_train": 6,
+        "n_clf_test": 4,
+        "clf_epochs": 2,
+        "weights": "none",
+    },
+}
+
+
+def _write_fake_frames(root, n=12):
+    """Kvasir-like class folders of small random smooth RGB frames (healthy classes + polyps)."""
+    from helpers.kvasir import ALL_CLASSES
+
+    rng = np.random.default_rng(0)
+    dirs = {}
+    for k, name in enumerate(ALL_CLASSES):
+        folder = root / "kvasir-like" / name
+        folder.mkdir(parents=True)
+        for i in range(n):
+            base = rng.uniform(0, 255, (6, 7, 3)).astype(np.uint8)
+            img = Image.fromarray(base).resize((140, 120), Image.BICUBIC)
+            img.save(folder / f"{name}_{k}_{i:02d}.png")
+        dirs[name] = folder
+    return dirs
+
+
+def _fake_run(base):
+    """A run folder as notebooks 01, 03 and 04 leave it (untrained models, random frames)."""
+    import torch
+
+    from helpers.checkpoint import save_checkpoint
+    from helpers.model import EndoVAE
+    from helpers.preprocess import preprocess
+
+    run = paths.RunPaths(base / "run").ensure()
+    dirs = _write_fake_frames(base / "data")
+    preprocess(dirs, run.processed, workers=1, progress=False, healthy_test_fraction=0.25)
+    for i, name in enumerate(("mse", "bce")):
+        torch.manual_seed(i)
+        save_checkpoint(run.checkpoint(name), EndoVAE(), epoch=1, train_config={"loss": name})
+    return run.root
+
+
+@pytest.fixture(scope="module")
+def eval_run(request, tmp_path_factory):
+    """tiny_run when notebooks 01, 03 and 04 exist, else a hand-built run folder."""
+    if all((paths.notebooks_dir() / f"{n}.ipynb").is_file() for n in UPSTREAM):
+        return request.getfixturevalue("tiny_run")
+    return _fake_run(tmp_path_factory.mktemp("fake_run"))
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_shape(name):
+    nb = nbformat.read(paths.notebooks_dir() / f"{name}.ipynb", as_version=4)
+    nbformat.validate(nb)
+    cells = nb.cells
+    assert all(c.get("id") for c in cells)
+    assert all(
+        not c.get("outputs") and c.get("execution_count") is None
+        for c in cells
+        if c.cell_type == "code"
+    )
+    tags = [c.metadata.get("tags", []) for c in cells]
+    assert cells[0].cell_type == "markdown" and cells[0].source.startswith(f"# {name[:2]} · ")
+    assert "colab-badge.svg" in cells[0].source and f"notebooks/{name}.ipynb" in cells[0].source
+    assert "google.colab" in cells[1].source
+    assert [i for i, t in enumerate(tags) if "parameters" in t] == [3]
+    assert all("report-skip" in t for t in tags[:5])
+    params = cells[3].source
+    for required in ("run_dir: str = ", "seed: int = ", "device: str = "):
+        assert required in params
+    names = []
+    for line in params.splitlines():
+        assert re.match(r"^\w+: (str|int|float|bool) = [^=]+  # [^=]+$", line), line
+        names.append(line.split(":")[0])
+    inspected = papermill.inspect_notebook(str(paths.notebooks_dir() / f"{name}.ipynb"))
+    assert list(inspected) == names  # papermill (and so the runner) sees every parameter
+
+
+def _sources(name):
+    """All cell sources of a notebook, joined."""
+    nb = nbformat.read(paths.notebooks_dir() / f"{name}.ipynb", as_version=4)
+    return "\n".join(c.source for c in nb.cells)
+
+
+def test_headings_and_captions_in_order():
+    text = _sources("05_generation_reconstruction")
+    order = [
+        "## 6. Qualitative generation and reconstruction",
+        "### 6.1 Generation",
+        "**Figure 5:** Samples generated from noise by the MSE model.",
+        "**Figure 6:** Samples generated from noise by the BCE model.",
+        "### 6.2 Reconstruction",
+        "**Figure 7:** A few samples of healthy images along with their reconstruction by the two models.",
+        "**Figure 8:** A few samples of polyp images along with their reconstruction by the two models.",
+    ]
+    assert [text.index(s) for s in order] == sorted(text.index(s) for s in order)
+    text = _sources("06_metrics")
+    order = [
+        "## 7. Quantitative evaluation",
+        "**Table 1:** Evaluation metrics of the VAE model trained with MSE loss.",
+        "**Table 2:** Evaluation metrics of the VAE model trained with BCE loss.",
+        "**Table 2b:**",
+        "## 8. Result analysis and discussion",
+    ]
+    assert [text.index(s) for s in order] == sorted(text.index(s) for s in order)
+    text = _sources("07_classifier_bonus")
+    assert text.index("## 9. Bonus: classifier training") < text.index("**Table 3:** Evaluation")
+    assert "**Figure 9:** ROC curves of the real-vs-reconstructed classifiers." in text
+
+
+def _outputs_text(executed):
+    """All text/markdown outputs of an executed notebook."""
+    nb = nbformat.read(executed, as_version=4)
+    parts = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            parts.append(
+                out.get("text", "") + data.get("text/markdown", "") + data.get("text/plain", "")
+            )
+    return "\n".join(parts)
+
+
+def test_notebooks_05_07_run(eval_run):
+    import torch
+
+    from helpers.checkpoint import load_checkpoint
+    from helpers.metrics import psnr_skimage, ssim_skimage
+    from helpers.preprocess import load_split, to_tensor
+
+    run = paths.RunPaths(eval_run)
+    for name in NOTEBOOKS:
+        run_notebook(name, eval_run, **TINY[name])
+    for fig in (
+        "fig05_samples_mse",
+        "fig06_samples_bce",
+        "fig07_recon_healthy",
+        "fig08_recon_polyps",
+        "fig09_roc",
+    ):
+        with Image.open(run.figures / f"{fig}.png") as img:
+            assert min(img.size) > 100
+    # Table 1 is the mean/std of the per-image values, and those match skimage recomputed here.
+    per_image = pd.read_csv(run.tables / "metrics_per_image.csv")
+    table1 = pd.read_csv(run.tables / "table1_mse.csv", index_col="Metric")
+    eval_set = "polyps (8 random)"
+    mse_eval = per_image[(per_image["model"] == "MSE") & (per_image["images"] == eval_set)]
+    assert len(mse_eval) == 8 and mse_eval["file"].is_unique
+    assert table1.loc["PSNR", "Mean"] == pytest.approx(mse_eval["psnr"].mean())
+    assert table1.loc["SSIM", "Standard Deviation"] == pytest.approx(mse_eval["ssim"].std(ddof=1))
+    assert table1.loc["PSNR", "Original Mean"] == pytest.approx(16.952047)
+    bce_eval = per_image[(per_image["model"] == "BCE") & (per_image["images"] == eval_set)]
+    assert set(bce_eval["file"]) == set(mse_eval["file"])
+    polyps, rows = load_split(run.processed, "polyps")
+    pos = rows.index[rows["file"] == mse_eval["file"].iloc[0]][0]
+    model, _ = load_checkpoint(run.checkpoint("mse"), "cpu")
+    x = to_tensor(polyps[pos : pos + 1])
+    with torch.no_grad():
+        recon = model.decode(model.encode(x)[0])
+    assert mse_eval["psnr"].iloc[0] == pytest.approx(psnr_skimage(x, recon)[0], abs=1e-3)
+    assert mse_eval["ssim"].iloc[0] == pytest.approx(ssim_skimage(x, recon)[0], abs=1e-3)
+    extended = pd.read_csv(run.tables / "table2b_extended.csv")
+    assert {"polyps (all)", "healthy (train)"} <= set(extended["images"])
+    paired = pd.read_csv(run.tables / "paired_mse_vs_bce.csv")
+    assert (paired["CI low"] <= paired["CI high"]).all()
+    table3 = pd.read_csv(run.tables / "table3_classifier.csv", index_col="Metric")
+    assert list(table3.columns[:2]) == ["Classifier for MSE VAE", "Classifier for BCE VAE"]
+    assert table3.loc["Accuracy"].iloc[:2].between(0, 1).all()
+    text = _outputs_text(run.executed / "07_classifier_bonus.ipynb")
+    assert "No ImageNet weights" in text and "from scratch" in text
+    text = _outputs_text(run.executed / "06_metrics.ipynb")
+    assert "MSE vs BCE" in text and "Kvasir-like" in text
+
+
+def test_notebook_errors_name_parameter_and_producer(eval_run, tmp_path):
+    import papermill as pm
+
+    with pytest.raises(pm.PapermillExecutionError, match="n_eval_polyps=100000"):
+        run_notebook("06_metrics", eval_run, n_eval_polyps=100000)
+    with pytest.raises(pm.PapermillExecutionError, match="03_train_mse"):
+        run_notebook("05_generation_reconstruction", tmp_path / "empty")
+    meta = json.loads((paths.notebooks_dir() / "07_classifier_bonus.ipynb").read_text())["metadata"]
+    assert meta["kernelspec"]["name"] == "python3"

@@ -1,0 +1,62 @@
+"""Every notebook committed to git is clean: no outputs, no execution counts, one parameters cell."""
+
+from __future__ import annotations
+
+import subprocess
+
+import nbformat
+import pytest
+
+from helpers import paths
+
+
+def tracked_notebooks() -> list[str]:
+    """Notebooks under notebooks/ that git tracks (empty outside a git checkout)."""
+    try:
+        out = subprocess.run(
+            ["git", "ls-files", "notebooks/*.ipynb"],
+            cwd=paths.PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return []
+    return sorted(line for line in out.splitlines() if line.strip())
+
+
+NOTEBOOKS = tracked_notebooks()
+
+
+def _read(name: str):
+    """A tracked notebook as a NotebookNode."""
+    return nbformat.read(paths.PROJECT_ROOT / name, as_version=4)
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_no_outputs_or_execution_counts(name):
+    nb = _read(name)
+    dirty = [
+        i
+        for i, cell in enumerate(nb.cells)
+        if cell.cell_type == "code" and (cell.get("outputs") or cell.get("execution_count"))
+    ]
+    assert not dirty, f"{name}: cells {dirty} have outputs or execution counts (clear them)"
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_exactly_one_parameters_cell(name):
+    nb = _read(name)
+    tagged = [i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, f"{name}: {len(tagged)} cells tagged 'parameters' (need exactly 1)"
+    cell = nb.cells[tagged[0]]
+    assert cell.cell_type == "code", f"{name}: the parameters cell must be a code cell"
+    assert "report-skip" in cell.metadata.get("tags", []), f"{name}: tag it report-skip too"
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_valid_nbformat_with_cell_ids(name):
+    nb = _read(name)
+    nbformat.validate(nb)
+    assert all(cell.get("id") for cell in nb.cells), f"{name}: every cell needs an id"
+    assert not nb.metadata.get("papermill"), f"{name}: papermill metadata means it was executed"

@@ -1,0 +1,263 @@
+"""Tests for the report merge and export (helpers.report), on a small fake run folder."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import shutil
+import subprocess
+
+import nbformat
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from helpers import report
+
+GREEK = "β-VAE with μ and σ, KL ≥ 0"
+SECRET = "SECRET_CODE_INPUT_42"
+PDF_TOOLS = ("xelatex", "pandoc", "pdftotext")
+
+
+def _png() -> str:
+    """A small PNG as base64 text (what Jupyter stores for an image output)."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((8, 8, 3), 200, np.uint8)).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _code(source, outputs, *tags):
+    """An executed code cell."""
+    cell = nbformat.v4.new_code_cell(source, outputs=outputs, execution_count=1)
+    cell.metadata["tags"] = list(tags)
+    return cell
+
+
+def _md(source, *tags):
+    """A markdown cell."""
+    cell = nbformat.v4.new_markdown_cell(source)
+    cell.metadata["tags"] = list(tags)
+    return cell
+
+
+def _executed(name: str, data_dir: str, section: str, figure: int):
+    """An executed notebook in the bundle's shape, with the noise the report must drop."""
+    out = nbformat.v4.new_output
+    frame = pd.DataFrame({"Metric": ["PSNR"], "Mean": [12.5]})
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    nb.metadata["papermill"] = {"parameters": {"run_dir": "/x", "data_dir": data_dir}}
+    nb.cells = [
+        _md(f"# {name} · Hidden notebook title", "report-skip"),
+        _code("import helpers", [], "report-skip"),
+        _code(
+            f'run_dir = ""\ndata_dir = "default"\nepochs = {figure}',
+            [],
+            "parameters",
+            "report-skip",
+        ),
+        _code(f'run_dir = "/x"\ndata_dir = "{data_dir}"', [], "injected-parameters"),
+        _md(f"## {section}\n\nThe {GREEK} text survives."),
+        _code(
+            f"{SECRET} = 1\nplt.show()",
+            [
+                out(
+                    "display_data", data={"image/png": _png(), "text/plain": "<Figure size 10x10>"}
+                ),
+                out("stream", name="stderr", text="100%|##########| tqdm progress\n"),
+                out("execute_result", data={"text/plain": "<matplotlib.image.AxesImage at 0x7f0>"}),
+            ],
+        ),
+        _md(f"**Figure {figure}:** A caption for figure {figure}."),
+        _code(
+            "frame",
+            [out("execute_result", data={"text/html": frame.to_html(), "text/plain": str(frame)})],
+        ),
+        _code("print('kept stdout')", [out("stream", name="stdout", text="kept stdout\n")]),
+    ]
+    return nb
+
+
+def _metrics(rng) -> pd.DataFrame:
+    """A Table-1-like metrics table with random numbers."""
+    return pd.DataFrame(
+        {
+            "Metric": ["PSNR", "SSIM"],
+            "Mean": [rng.uniform(10, 30), rng.uniform(0.2, 0.9)],
+            "Standard Deviation": [rng.uniform(1, 3), rng.uniform(0.01, 0.1)],
+        }
+    )
+
+
+@pytest.fixture
+def fake_run(tmp_path):
+    """A run folder with two executed notebooks, metric tables, a manifest and run.json."""
+    return _make_run(tmp_path / "run", data_dir="synthetic")
+
+
+def _make_run(run_dir, data_dir):
+    """Write a fake run folder and return its path."""
+    rng = np.random.default_rng()
+    (run_dir / "executed").mkdir(parents=True)
+    nbformat.write(
+        _executed("01", data_dir, "2. Data preprocessing", 1),
+        run_dir / "executed" / "01_pre.ipynb",
+    )
+    nbformat.write(
+        _executed("06", data_dir, "7. Quantitative evaluation", 5),
+        run_dir / "executed" / "06_metrics.ipynb",
+    )
+    (run_dir / "tables").mkdir()
+    for model in ("mse", "bce"):
+        _metrics(rng).to_csv(run_dir / "tables" / f"metrics_{model}.csv", index=False)
+    processed = run_dir / "data" / "processed"
+    processed.mkdir(parents=True)
+    n_healthy, n_polyps = (int(n) for n in rng.integers(3, 20, size=2))
+    marker = "kvasir-like" if data_dir in ("", "synthetic") else "kvasir"
+    pd.DataFrame(
+        {
+            "group": ["normal"] * n_healthy + ["polyps"] * n_polyps,
+            "source_file": [f"/data/{marker}/f{i}.jpg" for i in range(n_healthy + n_polyps)],
+            "source_id": [f"s{i}" for i in range(n_healthy + n_polyps)],
+            "split": ["test"] + ["train"] * (n_healthy - 1) + ["test"] * n_polyps,
+        }
+    ).to_csv(processed / "manifest.csv", index=False)
+    (run_dir / "run.json").write_text(json.dumps({"profile": "test", "device": "cpu: test"}))
+    return run_dir
+
+
+def _all_text(nb) -> str:
+    """Every cell source and text output of a notebook."""
+    parts = []
+    for cell in nb.cells:
+        parts.append(cell.source)
+        for o in cell.get("outputs", []):
+            parts.append(str(o.get("text", "")) + " ".join(map(str, o.get("data", {}).values())))
+    return "\n".join(parts)
+
+
+def test_merge_drops_skip_cells_and_noise(fake_run):
+    merged = report.merge_notebooks(fake_run)
+    text = _all_text(merged)
+    assert "Hidden notebook title" not in text
+    assert 'data_dir = "default"' not in text and 'run_dir = "/x"' not in text
+    assert "import helpers" not in [c.source for c in merged.cells]
+    assert "tqdm progress" not in text and "AxesImage at 0x" not in text
+    assert "kept stdout" in text
+    assert text.index("## 2. Data preprocessing") < text.index("## 7. Quantitative evaluation")
+    assert merged.cells[-1].source.startswith("## 11. Summary")
+    assert len({c.id for c in merged.cells}) == len(merged.cells)
+    nbformat.validate(merged)
+
+
+def test_title_page_reads_the_run(fake_run):
+    merged = report.merge_notebooks(fake_run)
+    title = merged.cells[1].source
+    manifest = pd.read_csv(fake_run / "data" / "processed" / "manifest.csv")
+    counts = manifest["group"].value_counts()
+    assert f"{len(manifest)} processed images" in title
+    assert f"{counts['normal']} healthy" in title and f"{counts['polyps']} polyps" in title
+    assert "1 held-out healthy" in title
+    assert "| Profile | test |" in title and "cpu: test" in title
+    assert "embedded Kvasir-like set" in title
+    assert "torch" in title and "nbconvert" in title
+    assert "epochs=5" not in title and "epochs=1" in title  # first notebook's value wins
+
+
+def test_summary_numbers_come_from_the_tables(fake_run):
+    summary = report.merge_notebooks(fake_run).cells[-1].source
+    for model in ("mse", "bce"):
+        table = pd.read_csv(fake_run / "tables" / f"metrics_{model}.csv").set_index("Metric")
+        for metric in ("PSNR", "SSIM"):
+            mean, std = table.loc[metric, "Mean"], table.loc[metric, "Standard Deviation"]
+            assert report.format_metric(metric, mean, std) in summary
+    assert "embedded Kvasir-like set, not Kvasir" in summary
+
+
+def test_summary_on_real_data_has_no_synthetic_warning(tmp_path):
+    run_dir = _make_run(tmp_path / "run", data_dir=str(tmp_path / "kvasir"))
+    summary = report.merge_notebooks(run_dir).cells[-1].source
+    assert "not Kvasir" not in summary
+    assert f"Kvasir from {tmp_path / 'kvasir'}" in summary
+
+
+def test_classifier_summary_and_missing_imagenet_weights(fake_run):
+    pd.DataFrame(
+        {
+            "Metric": ["Accuracy", "AUC"],
+            "Classifier for MSE VAE": [0.75, 0.8125],
+            "Classifier for BCE VAE": [0.5, 0.625],
+        }
+    ).to_csv(fake_run / "tables" / "classifier.csv", index=False)
+    pd.DataFrame({"model": ["mse"], "pretrained": [False]}).to_csv(
+        fake_run / "tables" / "classifier_setup.csv", index=False
+    )
+    summary = report.merge_notebooks(fake_run).cells[-1].source
+    assert "MSE VAE: accuracy 0.750, AUC 0.812" in summary
+    assert "BCE VAE: accuracy 0.500, AUC 0.625" in summary
+    assert "no ImageNet weights" in summary
+
+
+def test_format_metric():
+    assert report.format_metric("PSNR", 16.952047, 2.294434) == "16.95 ± 2.29"
+    assert report.format_metric("ssim", 0.470127, 0.084576) == "0.470 ± 0.085"
+
+
+def test_html_hides_inputs_and_embeds_images(fake_run, tmp_path):
+    result = report.build_report(fake_run, pdf=False, publish=False)
+    html = result.html.read_text(encoding="utf-8")
+    assert result.ok and result.pdf is None
+    assert SECRET not in html
+    assert "Figure 1:" in html and "data:image/png;base64" in html
+    assert report.TITLE in html
+    assert result.notebook.is_file() and result.html.parent == fake_run / "report"
+
+
+def test_tex_missing_still_writes_html(fake_run, tmp_path, monkeypatch, capsys):
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    result = report.build_report(fake_run, publish=False)
+    err = capsys.readouterr().err
+    assert result.pdf is None and result.ok
+    assert result.html.is_file()
+    assert not (fake_run / "report" / f"{report.STEM}.pdf").exists()
+    assert "apt-get install texlive-xetex" in err and "fonts-dejavu-core" in err
+
+
+def test_default_run_is_published(tmp_path, monkeypatch):
+    monkeypatch.setenv("ENDOVAE_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("ENDOVAE_REPORT_DIR", str(tmp_path / "build"))
+    run_dir = _make_run(tmp_path / "runs" / "test", data_dir="synthetic")
+    other = _make_run(tmp_path / "elsewhere", data_dir="synthetic")
+    assert report.build_report(other, pdf=False).published == []
+    result = report.build_report(run_dir, pdf=False)
+    assert result.published == [tmp_path / "build" / f"{report.STEM}.html"]
+
+
+def test_cli_without_executed_notebooks_exits_2(tmp_path, capsys):
+    assert report.main(["--run-dir", str(tmp_path), "--html-only"]) == 2
+    assert "no executed notebooks" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(
+    any(shutil.which(t) is None for t in PDF_TOOLS), reason="needs xelatex, pandoc, pdftotext"
+)
+def test_pdf_keeps_greek_letters_and_hides_code(fake_run):
+    result = report.build_report(fake_run, publish=False)
+    assert result.pdf is not None and result.pdf.read_bytes().startswith(b"%PDF")
+    text = subprocess.run(
+        ["pdftotext", "-enc", "UTF-8", str(result.pdf), "-"], capture_output=True, text=True
+    ).stdout
+    flat = " ".join(text.split())
+    assert GREEK in flat
+    assert SECRET not in flat
+    assert "Figure 1: A caption for figure 1." in flat
+    assert "11. Summary" in flat and "12.5" in flat  # the HTML table became a LaTeX table
+    assert "Contents" in flat and "<h1>" not in flat  # LaTeX raw cell in, HTML raw cell out

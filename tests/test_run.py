@@ -1,0 +1,275 @@
+"""Tests for the papermill runner (helpers.run), against small dummy notebooks in a tmp folder."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from helpers import paths, run
+
+KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
+
+
+def _cell(kind: str, source: str, *tags: str):
+    """A markdown or code cell with tags."""
+    cell = (
+        nbformat.v4.new_code_cell(source)
+        if kind == "code"
+        else nbformat.v4.new_markdown_cell(source)
+    )
+    if tags:
+        cell.metadata["tags"] = list(tags)
+    return cell
+
+
+def _write_notebook(path: Path, params: str, body: str) -> Path:
+    """A dummy notebook in the bundle's shape: title, parameters cell, work, caption."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = KERNELSPEC
+    nb.cells = [
+        _cell("markdown", f"# {path.stem}", "report-skip"),
+        _cell("code", params, "parameters", "report-skip"),
+        _cell("code", "from pathlib import Path\nmarks = Path(run_dir) / 'marks'"),
+        _cell("code", body),
+        _cell("markdown", "**Figure 1:** A dummy caption."),
+    ]
+    nbformat.write(nb, path)
+    return path
+
+
+FIRST_PARAMS = """\
+run_dir: str = ""  # run folder
+seed: int = 0  # random seed
+data_dir: str = "synthetic"  # data source
+n_per_class: int = 4  # images per class
+"""
+SECOND_PARAMS = """\
+run_dir: str = ""  # run folder
+seed: int = 0  # random seed
+epochs: int = 1  # training epochs
+loss: str = "mse"  # reconstruction loss
+device: str = "auto"  # torch device
+fail: bool = False  # raise on purpose
+"""
+SECOND_BODY = """\
+marks.mkdir(exist_ok=True)
+with open(marks / "02.txt", "a") as fh:
+    fh.write(f"epochs={epochs} loss={loss}\\n")
+if fail:
+    raise ValueError("boom in second")
+"""
+
+
+@pytest.fixture
+def dummy(tmp_path):
+    """Two dummy notebooks, a test profile and a run folder; returns a dict of their paths."""
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    first_body = (
+        "marks.mkdir(parents=True, exist_ok=True)\n"
+        "with open(marks / '01.txt', 'a') as fh:\n    fh.write(f'{n_per_class}\\n')"
+    )
+    _write_notebook(folder / "01_first.ipynb", FIRST_PARAMS, first_body)
+    _write_notebook(folder / "02_second.ipynb", SECOND_PARAMS, SECOND_BODY)
+    (folder / "README.ipynb").write_text("not a numbered notebook")
+    profile = tmp_path / "test.yaml"
+    profile.write_text(yaml.safe_dump({"parameters": {"seed": 1, "device": "cpu"}}))
+    run_dir = tmp_path / "run"
+    base = ["--notebooks-dir", str(folder), "--profile", str(profile), "--run-dir", str(run_dir)]
+    return {"folder": folder, "profile": profile, "run_dir": run_dir, "args": base}
+
+
+def _marks(run_dir: Path, name: str) -> list[str]:
+    """Lines the dummy notebook `name` appended (one per execution)."""
+    path = run_dir / "marks" / f"{name}.txt"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    """sha256 of every file in a folder."""
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (["-p", "nope", "1"], "unknown parameter 'nope'"),
+        (["-p", "epochs", "abc"], "epochs='abc': expected int"),
+        (["-p", "epochs", "-3"], "epochs=-3: must be >= 0"),
+        (["-p", "n_per_class", "-1"], "n_per_class=-1: must be >= 0"),
+        (["-p", "loss", "huber"], "loss='huber': unknown loss"),
+        (["--device", "tpu"], "device='tpu': unknown device"),
+        (["--data", "/no/such/kvasir.zip"], "data_dir='/no/such/kvasir.zip': no such file"),
+        (["--only", "09"], "--only 09: no such notebook"),
+        (["--profile", "no-such-profile"], "unknown profile"),
+    ],
+)
+def test_bad_parameters_exit_2_with_one_line(dummy, capsys, extra, expected):
+    rc = run.main([*dummy["args"], *extra])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == run.EXIT_USAGE
+    assert len(err) == 1, err
+    assert expected in err[0]
+    assert not (dummy["run_dir"] / "executed").exists()
+    assert not (dummy["run_dir"] / "marks").exists()
+
+
+def test_profile_with_unknown_name_or_notebook_is_rejected(dummy, capsys):
+    dummy["profile"].write_text(
+        yaml.safe_dump({"parameters": {"epochz": 3}, "notebooks": {"05_missing": {"epochs": 1}}})
+    )
+    assert run.main(dummy["args"]) == run.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "unknown parameter 'epochz' (profile)" in err
+    assert "notebooks.05_missing: no such notebook" in err
+
+
+def test_resolve_order_profile_then_notebook_then_cli(dummy):
+    notebooks = run.load_notebooks(dummy["folder"])
+    profile = {
+        "parameters": {"epochs": 5, "n_per_class": 2, "seed": 3},
+        "notebooks": {"02_second": {"epochs": 6, "loss": "bce"}},
+    }
+    resolved = run.resolve_parameters(notebooks, profile, {"loss": "mse", "seed": 9})
+    assert resolved["01_first"] == {"n_per_class": 2, "seed": 9}
+    assert resolved["02_second"] == {"epochs": 6, "loss": "mse", "seed": 9}
+
+
+def test_parse_value_is_yaml_scalar():
+    assert run.parse_value("3") == 3
+    assert run.parse_value("1e-3") == "1e-3" or run.parse_value("1e-3") == pytest.approx(1e-3)
+    assert run.parse_value("0.001") == pytest.approx(0.001)
+    assert run.parse_value("true") is True
+    assert run.parse_value("abc") == "abc"
+
+
+def test_data_option_keywords_and_paths(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "kvasir").mkdir()
+    args = run.build_parser().parse_args(["--data", "synthetic"])
+    assert run.cli_parameters(args)["data_dir"] == ""
+    args = run.build_parser().parse_args(["--data", "download:v2"])
+    assert run.cli_parameters(args)["data_dir"] == "download:v2"
+    args = run.build_parser().parse_args(["--data", "kvasir"])
+    assert run.cli_parameters(args)["data_dir"] == str(tmp_path / "kvasir")
+
+
+def test_list_shows_parameters_and_profile_values(dummy, capsys):
+    assert run.main([*dummy["args"], "--list", "-p", "epochs", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "02_second" in out and "epochs: int = 1  -> 4" in out
+    assert not (dummy["run_dir"] / "executed").exists()
+
+
+def test_run_skip_when_unchanged_and_force(dummy, capsys):
+    before = _digest(dummy["folder"])
+    args = [*dummy["args"], "--no-report"]
+    assert run.main(args) == 0
+    out = capsys.readouterr().out
+    assert "[1/2] 01_first ..." in out and "[2/2] 02_second ..." in out
+    executed = dummy["run_dir"] / "executed"
+    assert (executed / "01_first.ipynb").is_file() and (executed / "02_second.ipynb").is_file()
+    assert _marks(dummy["run_dir"], "01") == ["4"]
+    assert _digest(dummy["folder"]) == before, "source notebooks must never be written"
+    stamp = json.loads((executed / ".stamps" / "02_second.json").read_text())
+    assert stamp["parameters"]["run_dir"] == str(dummy["run_dir"])
+
+    assert run.main(args) == 0  # unchanged: both skipped
+    assert capsys.readouterr().out.count("skipped (unchanged)") == 2
+    assert len(_marks(dummy["run_dir"], "01")) == 1
+    with open(dummy["run_dir"] / "timings.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["notebook"] for r in rows] == ["01_first", "02_second"]
+    assert all(r["skipped"] == "true" for r in rows)
+
+    assert run.main([*args, "-p", "epochs", "2"]) == 0  # only 02 declares epochs
+    assert len(_marks(dummy["run_dir"], "01")) == 1
+    assert _marks(dummy["run_dir"], "02")[-1] == "epochs=2 loss=mse"
+
+    assert run.main([*args, "-p", "epochs", "2", "--force"]) == 0
+    assert len(_marks(dummy["run_dir"], "01")) == 2
+    assert len(_marks(dummy["run_dir"], "02")) == 3
+    assert _digest(dummy["folder"]) == before
+
+
+def test_changed_earlier_notebook_reruns_later_ones(dummy, capsys):
+    args = [*dummy["args"], "--no-report"]
+    assert run.main([*args, "--only", "01"]) == 0
+    assert run.main([*args, "--only", "02"]) == 0
+    assert run.main([*args, "-p", "n_per_class", "7", "--only", "01"]) == 0
+    assert _marks(dummy["run_dir"], "01") == ["4", "7"]
+    capsys.readouterr()
+    assert run.main([*args, "-p", "n_per_class", "7", "--only", "02"]) == 0
+    assert "skipped" not in capsys.readouterr().out  # 01's stamp changed, so 02 is stale
+    assert len(_marks(dummy["run_dir"], "02")) == 2
+
+
+def test_failing_notebook_names_notebook_cell_and_error(dummy, capsys):
+    rc = run.main([*dummy["args"], "--no-report", "-p", "fail", "true"])
+    captured = capsys.readouterr()
+    assert rc == run.EXIT_FAILED
+    source = nbformat.read(dummy["folder"] / "02_second.ipynb", as_version=4)
+    index = next(i for i, c in enumerate(source.cells) if "boom" in c.source)
+    assert f"FAILED 02_second.ipynb, cell {index}" in captured.err
+    assert SECOND_BODY.splitlines()[0] in captured.err
+    assert "ValueError: boom in second" in captured.err
+    assert len(captured.err.strip().splitlines()) <= 6
+    stamps = dummy["run_dir"] / "executed" / ".stamps"
+    assert (stamps / "01_first.json").is_file() and not (stamps / "02_second.json").exists()
+    assert (dummy["run_dir"] / "executed" / "02_second.ipynb").is_file()  # kept for debugging
+
+
+def test_notebook_without_kernelspec_is_still_inspected(tmp_path):
+    path = _write_notebook(tmp_path / "01_x.ipynb", FIRST_PARAMS, "pass")
+    nb = nbformat.read(path, as_version=4)
+    del nb.metadata["kernelspec"]
+    nbformat.write(nb, path)
+    params = run.inspect_parameters(path)
+    assert params["n_per_class"]["inferred_type_name"] == "int"
+
+
+def test_helpers_hash_follows_code_but_not_runner_or_report(tmp_path):
+    for name in ("model.py", "run.py", "report.py"):
+        (tmp_path / name).write_text(f"# {name}\n")
+    first = run.helpers_hash(tmp_path)
+    (tmp_path / "report.py").write_text("# changed\n")
+    (tmp_path / "run.py").write_text("# changed\n")
+    assert run.helpers_hash(tmp_path) == first
+    (tmp_path / "model.py").write_text("# changed\n")
+    assert run.helpers_hash(tmp_path) != first
+
+
+def test_shipped_profiles_name_only_declared_parameters():
+    notebooks = run.load_notebooks(paths.notebooks_dir())
+    if not notebooks:
+        pytest.skip("no notebooks yet")
+    declared = {name for nb in notebooks for name in nb.params}
+    names = {nb.name for nb in notebooks} | {nb.number for nb in notebooks}
+    for profile in ("quick", "paper"):
+        data = run.load_profile(profile)
+        assert set(data["parameters"]) <= declared, profile
+        assert set(data["notebooks"]) <= names, profile
+
+
+def test_paper_profile_validates_with_cpu_override(capsys):
+    if not run.find_notebooks(paths.notebooks_dir()):
+        pytest.skip("no notebooks yet")
+    assert run.main(["--profile", "paper", "--device", "cpu", "--list"]) == 0, (
+        capsys.readouterr().err
+    )
+
+
+def test_parameters_with_equals_in_comments_are_found(tmp_path):
+    params = 'run_dir: str = ""  # "" = runs/quick\nworkers: int = 0  # 0 = all cores\nlr = 1e-3\n'
+    path = _write_notebook(tmp_path / "01_x.ipynb", params, "pass")
+    found = run.inspect_parameters(path)
+    assert list(found) == ["run_dir", "workers", "lr"]
+    assert found["workers"]["inferred_type_name"] == "int"
+    assert found["workers"]["help"] == "0 = all cores"
+    assert run._declared_type(found["lr"]) == "float"
