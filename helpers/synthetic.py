@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import multiprocessing
 import os
 import re
@@ -42,7 +43,6 @@ FRAME_SIZES = ((720, 576), (1280, 1024), (1350, 1080), (1920, 1072))
 SIZE_WEIGHTS = (0.70, 0.12, 0.08, 0.10)
 WORK_HEIGHT = 288  # rows of the working resolution the scene is rendered at
 GREEN_BOX_P = 0.4  # share of cecum and polyp frames with the endoscope-position box
-_TWO_PI = np.float32(2 * np.pi)
 _LUT_BINS = 1024
 
 
@@ -52,7 +52,9 @@ def _smooth(rng: np.random.Generator, h: int, w: int, cells: float) -> np.ndarra
     cy = max(2, int(round(cells)))
     cx = max(2, int(round(cells * w / h)))
     grid = rng.standard_normal((cy, cx)).astype(np.float32)
-    return np.asarray(Image.fromarray(grid).resize((w, h), Image.Resampling.BICUBIC))
+    # fine fields look the same bilinear (and resize twice as fast); coarse ones need bicubic
+    method = Image.Resampling.BILINEAR if cells > 24 else Image.Resampling.BICUBIC
+    return np.asarray(Image.fromarray(grid).resize((w, h), method))
 
 
 def _angular_lut(rng: np.random.Generator, max_k: int, decay: float = 1.0) -> np.ndarray:
@@ -91,7 +93,7 @@ def _vessels(rng: np.random.Generator, h: int, w: int, trees: int) -> np.ndarray
         x, y, a, width = stack.pop()
         while width > 0.6 and 0 <= x < w and 0 <= y < h and segments < 60 * trees:
             a += rng.normal(0, 0.35)
-            nx, ny = x + step * np.cos(a), y + step * np.sin(a)
+            nx, ny = x + step * math.cos(a), y + step * math.sin(a)
             draw.line(
                 (x, y, nx, ny), fill=int(min(255, 90 * width)), width=max(1, int(round(width)))
             )
@@ -123,14 +125,19 @@ def _view(rng: np.random.Generator, h: int, w: int, lumen_spread: float) -> _Vie
     """Random camera: lumen centre position and an oblique tilt (anisotropic distance)."""
     x = ((np.arange(w, dtype=np.float32) - (w - 1) / 2) / (h / 2))[None, :]
     y = ((np.arange(h, dtype=np.float32) - (h - 1) / 2) / (h / 2))[:, None]
-    cx, cy = rng.normal(0, lumen_spread, 2).clip(-1.6, 1.6)
+    cx, cy = (float(c) for c in rng.normal(0, lumen_spread, 2).clip(-1.6, 1.6))
     dx, dy = x - cx, y - cy
     phi, squash = rng.uniform(0, np.pi), rng.uniform(0.65, 1.0)
-    a = dx * np.cos(phi) + dy * np.sin(phi)
-    b = -dx * np.sin(phi) + dy * np.cos(phi)
+    a = dx * math.cos(phi) + dy * math.sin(phi)
+    b = -dx * math.sin(phi) + dy * math.cos(phi)
     r = np.sqrt(a * a + (b * squash) ** 2).astype(np.float32)
     norm = np.sqrt(dx * dx + dy * dy) + 1e-4
     return _View(h, w, x, y, r, dx / norm, dy / norm, _angle_index(dx, dy), float(cx), float(cy))
+
+
+def _theta(v: _View) -> np.ndarray:
+    """Angle around the lumen centre (float32 radians, from the angle bins)."""
+    return v.ang.astype(np.float32) * np.float32(2 * np.pi / _LUT_BINS)
 
 
 def _frame_size(rng: np.random.Generator) -> tuple[int, int]:
@@ -180,7 +187,7 @@ def _glare(rng: np.random.Generator, v: _View, light: np.ndarray) -> np.ndarray:
     if rng.random() > 0.3:
         return light
     a = rng.uniform(0, 2 * np.pi)
-    gx, gy = 1.3 * np.cos(a) * v.w / v.h, 1.1 * np.sin(a)
+    gx, gy = 1.3 * math.cos(a) * v.w / v.h, 1.1 * math.sin(a)
     d2 = (v.x - gx) ** 2 + (v.y - gy) ** 2
     return light + rng.uniform(0.3, 0.8) * np.exp(-d2 / rng.uniform(0.1, 0.35))
 
@@ -188,7 +195,7 @@ def _glare(rng: np.random.Generator, v: _View, light: np.ndarray) -> np.ndarray:
 def _mucosa(rng: np.random.Generator, v: _View, base: np.ndarray, vessel: float) -> np.ndarray:
     """Mucosa colour: low-frequency tint, fine grain and a patchy vessel network."""
     tint = 1 + 0.06 * _smooth(rng, v.h, v.w, 4)
-    grain = 1 + 0.018 * _smooth(rng, v.h, v.w, v.h / 3)
+    grain = 1 + 0.035 * _smooth(rng, v.h, v.w, v.h / 14) + 0.018 * _smooth(rng, v.h, v.w, v.h / 3)
     albedo = base[None, None, :] * (tint * grain)[..., None]
     if vessel > 0:
         patch = _smoothstep(-0.8, 0.9, _smooth(rng, v.h, v.w, 3))
@@ -224,8 +231,8 @@ def _bump(
     dx: np.ndarray, dy: np.ndarray, rx: float, ry: float, tilt: float, power: float
 ) -> np.ndarray:
     """Smooth elliptical bump of radii (rx, ry) rotated by `tilt`: (1 - d^2)^power inside."""
-    a = (dx * np.cos(tilt) + dy * np.sin(tilt)) / rx
-    b = (-dx * np.sin(tilt) + dy * np.cos(tilt)) / ry
+    a = (dx * math.cos(tilt) + dy * math.sin(tilt)) / rx
+    b = (-dx * math.sin(tilt) + dy * math.cos(tilt)) / ry
     return np.clip(1 - a * a - b * b, 0, 1) ** power
 
 
@@ -244,7 +251,7 @@ def _scene_colon(rng: np.random.Generator, v: _View) -> _Scene:
 
 def _scene_cecum(rng: np.random.Generator, v: _View) -> _Scene:
     """Cecum: a shallow blind pouch with converging folds, the appendiceal orifice and a valve lip."""
-    base = _colon_base(rng) * np.float32([1.0, rng.uniform(1.0, 1.08), 1.0])
+    base = _colon_base(rng) * np.float32([1.0, rng.uniform(0.98, 1.04), 1.0])
     albedo = _mucosa(rng, v, base, vessel=rng.uniform(0.5, 1.0))
     folds, crest = _haustra(rng, v, amp=rng.uniform(0.05, 0.25))
     relief = _wall_relief(rng, v, rng.uniform(0.01, 0.03))
@@ -252,27 +259,27 @@ def _scene_cecum(rng: np.random.Generator, v: _View) -> _Scene:
     bend = _smooth(rng, v.h, v.w, 2)
     start = rng.uniform(0, 2 * np.pi)
     for k in range(3):  # triradiate folds meeting at the appendiceal orifice
-        a = start + k * 2 * np.pi / 3 + rng.normal(0, 0.25)
-        along = dx * np.cos(a) + dy * np.sin(a)
-        across = -dx * np.sin(a) + dy * np.cos(a) + 0.04 * bend
+        a = start + k * 2 * np.pi / 3 + float(rng.normal(0, 0.25))
+        along = dx * math.cos(a) + dy * math.sin(a)
+        across = -dx * math.sin(a) + dy * math.cos(a) + 0.04 * bend
         width = rng.uniform(0.07, 0.12) * (1 + 0.6 * along.clip(0, None))
         fold = np.exp(-((across / width) ** 2)) * _smoothstep(0.04, 0.3, along)
         relief += rng.uniform(0.03, 0.06) * fold * (0.5 + along.clip(0, 1))
         crest = np.maximum(crest, 0.6 * fold**3)
     tilt = rng.uniform(0, np.pi)  # appendiceal orifice: a dark crescent slit with a raised rim
-    ox, oy = dx - rng.normal(0, 0.06), dy - rng.normal(0, 0.06)
-    bend = 0.25 * (ox * np.sin(tilt) - oy * np.cos(tilt)) ** 2 / 0.01
+    ox, oy = dx - float(rng.normal(0, 0.06)), dy - float(rng.normal(0, 0.06))
+    bend = 0.25 * (ox * math.sin(tilt) - oy * math.cos(tilt)) ** 2 / 0.01
     slit = _bump(ox, oy + bend * 0.01, rng.uniform(0.06, 0.12), rng.uniform(0.012, 0.03), tilt, 0.7)
     albedo = albedo * (1 - 0.85 * slit)[..., None]
     relief += 0.03 * _bump(ox, oy, 0.2, 0.09, tilt, 2.0)
     a, dist = rng.uniform(0, 2 * np.pi), rng.uniform(0.5, 0.85)  # ileocecal valve lip
-    lx, ly = dx - dist * np.cos(a), dy - dist * np.sin(a)
+    lx, ly = dx - dist * math.cos(a), dy - dist * math.sin(a)
     lip = _bump(lx, ly, rng.uniform(0.4, 0.6), rng.uniform(0.18, 0.26), a + np.pi / 2, 1.2)
     relief += rng.uniform(0.06, 0.1) * lip
     albedo = albedo * (1 + lip[..., None] * np.float32([0.03, 0.08, 0.05]))
     floor = rng.uniform(0.35, 0.55)  # a blind end: the centre is near, so not dark
     light = floor + (1 - floor) * _tube_light(rng, v, dark=rng.uniform(0.25, 0.45))
-    under = _bump(lx + 0.12 * np.cos(a), ly + 0.12 * np.sin(a), 0.5, 0.14, a + np.pi / 2, 1.0)
+    under = _bump(lx + 0.12 * math.cos(a), ly + 0.12 * math.sin(a), 0.5, 0.14, a + np.pi / 2, 1.0)
     light = light * (1 - 0.3 * under * (1 - lip)) * (1 + 0.25 * lip)
     return _Scene(albedo, _glare(rng, v, folds * light), relief, crest)
 
@@ -285,16 +292,16 @@ def _scene_pylorus(rng: np.random.Generator, v: _View) -> _Scene:
     rr = v.r / (1 + 0.25 * _angular_lut(rng, 4)[v.ang])
     ring_r = hole_r * rng.uniform(1.5, 2.0)
     ring = np.exp(-(((rr - ring_r) / (ring_r * 0.45)) ** 2))  # the raised sphincter rim
-    theta = v.ang * (_TWO_PI / _LUT_BINS)
-    creases = np.cos(rng.integers(5, 10) * theta + 1.2 * _smooth(rng, v.h, v.w, 3))
+    theta = _theta(v)
+    creases = np.cos(int(rng.integers(5, 10)) * theta + 1.2 * _smooth(rng, v.h, v.w, 3))
     creases = creases * np.exp(-np.abs(rr - ring_r) / ring_r)
     relief = rng.uniform(0.05, 0.09) * ring + _wall_relief(rng, v, rng.uniform(0.01, 0.025))
-    rugae = np.cos(rng.integers(3, 6) * theta + 1.2 * _smooth(rng, v.h, v.w, 2.5))
+    rugae = np.cos(int(rng.integers(3, 6)) * theta + 1.2 * _smooth(rng, v.h, v.w, 2.5))
     rugae = rugae * _smoothstep(ring_r, 3 * ring_r, rr)
     light = rng.uniform(0.85, 1.05) * (0.55 + 0.45 * (1 - np.exp(-((v.r / 0.6) ** 2))))
     tilt = rng.uniform(0, 2 * np.pi)
     light = light * (
-        1 + 0.2 * (v.x * np.cos(tilt) + v.y * np.sin(tilt)) + 0.1 * _smooth(rng, v.h, v.w, 2.5)
+        1 + 0.2 * (v.x * math.cos(tilt) + v.y * math.sin(tilt)) + 0.1 * _smooth(rng, v.h, v.w, 2.5)
     )
     light = light * (1 + 0.25 * ring + 0.2 * creases + rng.uniform(0.06, 0.15) * rugae)
     hole = _smoothstep(hole_r * 1.05, hole_r * 0.7, rr)
@@ -324,8 +331,8 @@ def _scene_z_line(rng: np.random.Generator, v: _View) -> _Scene:
         _mucosa(rng, v, red, vessel=0.0) * (1 + 0.05 * _smooth(rng, v.h, v.w, v.h / 6))[..., None]
     )
     albedo = squamous * (1 - columnar[..., None]) + gastric * columnar[..., None]
-    theta = v.ang * (_TWO_PI / _LUT_BINS)
-    folds = np.cos(rng.integers(5, 10) * theta + 1.2 * _smooth(rng, v.h, v.w, 2.5))
+    theta = _theta(v)
+    folds = np.cos(int(rng.integers(5, 10)) * theta + 1.2 * _smooth(rng, v.h, v.w, 2.5))
     folds = 1 + rng.uniform(0.06, 0.16) * folds * _smoothstep(0.1, 0.5, v.r)
     relief = _wall_relief(rng, v, rng.uniform(0.01, 0.025))
     light = folds * _tube_light(rng, v, dark=rng.uniform(0.2, 0.32)) * rng.uniform(0.75, 0.9)
@@ -338,11 +345,11 @@ def _polyp_head(
 ) -> np.ndarray:
     """Normalised height (0..1) of a polyp: one dome or merged lobes, sometimes on a stalk."""
     lobes = 1 if rng.random() < 0.6 else int(rng.integers(2, 5))
-    power = rng.uniform(0.6, 1.3)
+    power = rng.uniform(0.5, 1.0)
     flat = np.ones((v.h, v.w), np.float32)
     for _ in range(lobes):
-        lx = px + rng.normal(0, 0.35 * size) * (lobes > 1)
-        ly = py + rng.normal(0, 0.35 * size) * (lobes > 1)
+        lx = px + float(rng.normal(0, 0.35 * size)) * (lobes > 1)
+        ly = py + float(rng.normal(0, 0.35 * size)) * (lobes > 1)
         rad = size * (rng.uniform(0.55, 0.8) if lobes > 1 else 1.0)
         dx, dy = v.x - lx, v.y - ly
         wobble = 1 + 0.08 * _angular_lut(rng, 5)[_angle_index(dx, dy)]
@@ -358,26 +365,28 @@ def _polyp_head(
     head = 1 - flat  # lobes merge smoothly
     if rng.random() < 0.2:  # pedunculated: the head sits on a stalk down to the wall
         ang = rng.uniform(0, 2 * np.pi)
-        bx, by = px + 1.5 * size * np.cos(ang), py + 1.5 * size * np.sin(ang)
+        bx, by = px + 1.25 * size * math.cos(ang), py + 1.25 * size * math.sin(ang)
         sx, sy = px - bx, py - by
         t = (((v.x - bx) * sx + (v.y - by) * sy) / (sx * sx + sy * sy)).clip(0, 1)
         dist2 = (v.x - bx - t * sx) ** 2 + (v.y - by - t * sy) ** 2
         stalk = np.clip(1 - dist2 / (0.4 * size) ** 2, 0, 1) ** 0.5 * (0.25 + 0.35 * t)
-        head = np.maximum(np.where(head > 0, 0.35 + 0.65 * head, 0), stalk)
+        head = np.maximum(0.3 * _smoothstep(0.0, 0.25, head) + 0.7 * head, stalk)
     return head.astype(np.float32)
 
 
 def _add_polyps(rng: np.random.Generator, v: _View, scene: _Scene) -> None:
     """Raise one or two shaded, textured polyps (sessile or pedunculated) on the wall."""
-    heads = []
-    for n in range(1 if rng.random() < 0.8 else 2):
+    heads, places = [], []
+    for n in range(1 if rng.random() < 0.8 else 2):  # a second polyp is smaller
         size = rng.uniform(0.22, 0.55) * (0.6 if n else 1.0)
         px = float(rng.uniform(-0.65, 0.65) * v.w / v.h)
         py = float(rng.uniform(-0.55, 0.55))
-        heads.append(size * rng.uniform(0.35, 0.6) * _polyp_head(rng, v, px, py, size))
+        heads.append(size * rng.uniform(0.7, 1.0) * _polyp_head(rng, v, px, py, size))
+        places.append((px, py, size))
     relief = np.max(heads, axis=0) if len(heads) > 1 else heads[0]
     mask = _smoothstep(0.0, 0.012, relief)
-    # contact shadow around the base, stronger on the far (lumen) side
+    # contact shadow around the base, stronger on the far (lumen) side of the main polyp
+    px, py, size = places[0]
     dx, dy = v.cx - px, v.cy - py
     shift = 0.15 * size * v.h / 2 / (np.hypot(dx, dy) + 1e-6)
     soft = Image.fromarray((mask * 255).astype(np.uint8)).filter(
@@ -415,8 +424,8 @@ def _shade(v: _View, relief: np.ndarray, strength: float, tilt: float) -> np.nda
     gy, gx = np.gradient(relief)
     scale = v.h / 2
     gx, gy = gx * scale, gy * scale
-    lx = 0.7 * v.ux + 0.3 * np.cos(tilt)
-    ly = 0.7 * v.uy + 0.3 * np.sin(tilt)
+    lx = 0.7 * v.ux + 0.3 * math.cos(tilt)
+    ly = 0.7 * v.uy + 0.3 * math.sin(tilt)
     towards = np.tanh(-(gx * lx + gy * ly))
     facing = (1 + gx * gx + gy * gy) ** -0.75  # 1 where the surface faces the scope
     return ((1 + strength * towards) * (0.3 + 0.7 * facing)).astype(np.float32)
@@ -453,9 +462,13 @@ def _soft_clip(x: np.ndarray, knee: float = 0.8) -> np.ndarray:
 def _compose(rng: np.random.Generator, v: _View, scene: _Scene) -> np.ndarray:
     """Light, shade and gloss a scene into a float RGB image in [0, 1]."""
     shade = _shade(v, scene.relief, rng.uniform(0.3, 0.7), rng.uniform(0, 2 * np.pi))
-    light = (scene.light * shade * (1 + 0.25 * scene.gloss) * rng.uniform(0.9, 1.15)).clip(0, 3)
+    # the scope's light is a spot: it falls off away from a point near the frame centre
+    sx, sy = (float(c) for c in rng.normal(0, 0.3, 2))
+    spot = np.exp(-((v.x - sx) ** 2 + (v.y - sy) ** 2) / rng.uniform(1.0, 3.0))
+    exposure = rng.uniform(0.95, 1.25) * (rng.uniform(0.55, 0.8) + rng.uniform(0.2, 0.45) * spot)
+    light = (scene.light * shade * (1 + 0.25 * scene.gloss) * exposure).clip(0, 3)
     # darker regions go redder: green and blue fall off faster than red
-    gamma = np.float32([1.0, rng.uniform(1.08, 1.2), rng.uniform(1.18, 1.35)])
+    gamma = np.float32([1.0, rng.uniform(1.12, 1.3), rng.uniform(1.25, 1.45)])
     rgb = _soft_clip(scene.albedo * (light[..., None] ** gamma))
     spec = _highlights(rng, v, scene, light)[..., None]
     rgb = rgb * (1 - spec) + spec * np.float32([1.0, 0.98, 0.97])
