@@ -886,7 +886,7 @@ def plot_sources_vs_real(
     rows = [pick(data_polyps), pick(real_polyps)]
     if not rows[0]:
         raise FileNotFoundError(f"no image files in {data_polyps}")
-    cols = max(len(r) for r in rows)
+    cols = max(n, *(len(r) for r in rows))
     fig, axes = plt.subplots(2, cols, figsize=(1.9 * cols, 3.6), squeeze=False)
     for row_axes, images, label in zip(axes, rows, ("this run's data", "real Kvasir"), strict=True):
         for i, ax in enumerate(row_axes):
@@ -897,10 +897,11 @@ def plot_sources_vs_real(
             if i < len(images):
                 ax.imshow(images[i])
         row_axes[0].set_ylabel(label, fontsize=9)
-    if not rows[1]:
-        note = f"real Kvasir sample not found ({real_polyps})"
-        axes[1, 0].text(0, 0.5, note, fontsize=9, transform=axes[1, 0].transAxes)
     fig.tight_layout()
+    if not rows[1]:
+        fig.text(
+            0.5, 0.25, f"real Kvasir sample not found ({real_polyps})", ha="center", fontsize=9
+        )
     _save(fig, path)
     return fig
 
