@@ -11,7 +11,7 @@ baseline (latent 6, beta 1, artifacts kept, healthy images only):
 
 Healthy metrics use the held-out "test" split of notebook 01 (disjoint from training by source
 frame); polyp metrics use the polyp frames that no arm saw (`polyp_pool_split`). Intervals are
-95 % percentile bootstraps over images.
+95 % percentile bootstraps over images (the AUC intervals resample source frames).
 """
 
 from __future__ import annotations
@@ -382,6 +382,8 @@ def green_box_flags(
     bad = [c for c in corners if c not in CORNERS]
     if bad or not corners:
         raise ValueError(f"corners={corners!r}: expected a non-empty subset of {CORNERS}")
+    if isinstance(images, np.ndarray) and not images.flags.writeable:
+        images = images.copy()  # torch.from_numpy warns on read-only arrays
     x = to_chw_float(images)
     if x.ndim != 4 or x.shape[1] != 3 or min(x.shape[-2:]) < size:
         raise ValueError(f"images: expected RGB images of at least {size} px, got {tuple(x.shape)}")
@@ -639,8 +641,12 @@ def study_table(
     n_boot: int,
     seed: int,
     images: Sequence[str] = (HEALTHY_TEST, POLYPS_EVAL),
+    no_delta: Sequence[str] = (),
 ) -> pd.DataFrame:
-    """Mean PSNR/SSIM with 95 % CIs per entry and image set, and the paired change vs reference."""
+    """Mean PSNR/SSIM with 95 % CIs per entry and image set, and the paired change vs reference.
+
+    Entries in `no_delta` (scored differently from the reference) get no change (NaN).
+    """
     records = []
     for set_name in images:
         for entry, label in entries.items():
@@ -653,6 +659,8 @@ def study_table(
                 record.update({f"{metric}_{k}": s[k] for k in ("mean", "std", "ci_low", "ci_high")})
                 if entry == reference:
                     d = {"mean": 0.0, "ci_low": 0.0, "ci_high": 0.0}
+                elif entry in no_delta:
+                    d = {"mean": np.nan, "ci_low": np.nan, "ci_high": np.nan}
                 else:
                     d = _paired(per_image, entry, reference, set_name, metric, n_boot, seed)
                 record.update({f"d_{metric}_{k}": d[k] for k in ("mean", "ci_low", "ci_high")})
@@ -666,6 +674,17 @@ def _ci_text(mean: float, low: float, high: float, digits: int, signed: bool = F
     return f"{f.format(mean)} [{f.format(low)}, {f.format(high)}]"
 
 
+def _delta_cell(r: pd.Series, metric: str, digits: int, is_reference: bool) -> str:
+    """Display text of a paired change: 'reference', '–' (not comparable) or 'mean [low, high]'."""
+    if is_reference:
+        return "reference"
+    if not np.isfinite(r[f"d_{metric}_mean"]):
+        return "–"
+    return _ci_text(
+        r[f"d_{metric}_mean"], r[f"d_{metric}_ci_low"], r[f"d_{metric}_ci_high"], digits, True
+    )
+
+
 def format_study(table: pd.DataFrame, reference: str) -> pd.DataFrame:
     """Compact display of a study table: means with 95 % CIs and the change vs the reference."""
     out = []
@@ -674,16 +693,11 @@ def format_study(table: pd.DataFrame, reference: str) -> pd.DataFrame:
         out.append(
             {
                 "Arm": r["label"],
-                "Images": r["images"],
-                "n": int(r["n"]),
+                "Images (n)": f"{r['images']} ({int(r['n'])})",
                 "PSNR (dB)": _ci_text(r["psnr_mean"], r["psnr_ci_low"], r["psnr_ci_high"], 2),
+                "Δ PSNR (dB)": _delta_cell(r, "psnr", 2, ref),
                 "SSIM": _ci_text(r["ssim_mean"], r["ssim_ci_low"], r["ssim_ci_high"], 3),
-                "Δ PSNR": "reference"
-                if ref
-                else _ci_text(r["d_psnr_mean"], r["d_psnr_ci_low"], r["d_psnr_ci_high"], 2, True),
-                "Δ SSIM": "reference"
-                if ref
-                else _ci_text(r["d_ssim_mean"], r["d_ssim_ci_low"], r["d_ssim_ci_high"], 3, True),
+                "Δ SSIM": _delta_cell(r, "ssim", 3, ref),
             }
         )
     return pd.DataFrame.from_records(out).set_index("Arm")
@@ -913,6 +927,7 @@ def plot_histories(
         ax.set_xlabel("epoch")
         ax.set_ylabel("loss per batch (sum)")
         ax.set_title(label)
+        ax.ticklabel_format(axis="y", useOffset=False)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     if title:
@@ -943,13 +958,15 @@ def masked_preview(images: np.ndarray, rows: pd.DataFrame, n: int) -> tuple[np.n
 # --- generated text ------------------------------------------------------------------------------
 
 
-def _verdict(low: float, high: float, better: str, worse: str) -> str:
+def _verdict(low: float, high: float, better: str, worse: str, digits: int = 2) -> str:
     """'better'/'worse' when the CI excludes 0, else a no-clear-difference phrase."""
+    if round(low, digits) == 0 and round(high, digits) == 0:
+        return "negligible: the whole interval rounds to 0"
     if low > 0:
         return better
     if high < 0:
         return worse
-    return "no clear difference (the interval contains 0)"
+    return "no clear difference: the interval contains 0"
 
 
 def study_text(table: pd.DataFrame, reference: str) -> str:
@@ -959,21 +976,22 @@ def study_text(table: pd.DataFrame, reference: str) -> str:
         ref = group[group["entry"] == reference].iloc[0]
         items = []
         for _, r in group[group["entry"] != reference].iterrows():
-            verdict = _verdict(r["d_psnr_ci_low"], r["d_psnr_ci_high"], "higher", "lower")
+            if not np.isfinite(r["d_psnr_mean"]):
+                continue
+            psnr_v = _verdict(r["d_psnr_ci_low"], r["d_psnr_ci_high"], "higher", "lower", 2)
+            ssim_v = _verdict(r["d_ssim_ci_low"], r["d_ssim_ci_high"], "higher", "lower", 3)
             items.append(
                 f"{r['label']}: PSNR {r['d_psnr_mean']:+.2f} dB "
-                f"[{r['d_psnr_ci_low']:+.2f}, {r['d_psnr_ci_high']:+.2f}] ({verdict}), "
-                f"SSIM {r['d_ssim_mean']:+.3f} [{r['d_ssim_ci_low']:+.3f}, {r['d_ssim_ci_high']:+.3f}] "
-                f"({_verdict(r['d_ssim_ci_low'], r['d_ssim_ci_high'], 'higher', 'lower')})"
+                f"[{r['d_psnr_ci_low']:+.2f}, {r['d_psnr_ci_high']:+.2f}] ({psnr_v}), "
+                f"SSIM {r['d_ssim_mean']:+.3f} [{r['d_ssim_ci_low']:+.3f}, "
+                f"{r['d_ssim_ci_high']:+.3f}] ({ssim_v})"
             )
         head = (
             f"On the {ref['n']} {set_name} images, {ref['label']} reaches PSNR "
             f"{ref['psnr_mean']:.2f} dB and SSIM {ref['ssim_mean']:.3f}"
         )
-        parts.append(
-            head
-            + (". Paired change per image against it: " + "; ".join(items) + "." if items else ".")
-        )
+        tail = ". Paired change per image against it: " + "; ".join(items) + "." if items else "."
+        parts.append(head + tail)
     return " ".join(parts)
 
 
@@ -1011,7 +1029,13 @@ def anomaly_text(table: pd.DataFrame, labels: Mapping[str, str]) -> str:
             f"{SCORE_LABELS[s]} {g.loc[s, 'auc']:.3f} (baseline {b.loc[s, 'auc']:.3f})"
             for s in ANOMALY_SCORES
         )
-        text += f" With {labels.get(arm, arm)} in training the AUCs are: {changes}."
+        text += f" The arm trained on {labels.get(arm, arm)} reaches: {changes}."
+    b = base.set_index("score")["auc"]
+    if abs(b["elbo"] - b["mse"]) < 0.005:
+        text += (
+            " The ELBO-like score ranks the images almost exactly like the MSE (its curve lies on "
+            "the MSE curve): the KLD is small next to the squared-error sum over all pixels and channels."
+        )
     return text
 
 
@@ -1025,6 +1049,7 @@ def gap_text(table: pd.DataFrame) -> str:
             r["ci_high"],
             "better on the training images",
             "better on the held-out images",
+            digits,
         )
         parts.append(
             f"{label} gap {r['mean']:+.{digits}f}{unit} [{r['ci_low']:+.{digits}f}, {r['ci_high']:+.{digits}f}] ({verdict})"
@@ -1048,11 +1073,12 @@ def budget_text(arms_tab: pd.DataFrame, batch_size: int) -> str:
     n = int(arms_tab["train_images"].iloc[0])
     steps = epochs * math.ceil(n / batch_size)
     share = 100 * seen / PAPER_BUDGET
+    share_text = "less than 0.01 %" if share < 0.01 else f"{share:.2g} %"
     minutes = arms_tab["train_seconds"].sum() / 60
     text = (
         f"Every arm trained for {epochs} epoch(s) on {n} images ({seen:,} images seen, {steps} "
         f"optimiser steps of batch {batch_size}), {minutes:.1f} min of training for all "
-        f"{len(arms_tab)} arms together. That is {share:.2g} % of the original report's budget "
+        f"{len(arms_tab)} arms together. That is {share_text} of the original report's budget "
         "(3000 epochs over 6,000 healthy images)."
     )
     if share < 10:
@@ -1078,13 +1104,13 @@ def _best_delta(table: pd.DataFrame, reference: str, images: str) -> pd.Series |
 
 
 def _delta_phrase(row: pd.Series | None, what: str) -> str:
-    """'<label> changed PSNR by x dB [ci] (verdict)' or a no-arm phrase."""
+    """'<label> changed held-out PSNR by x dB [ci] (verdict)' or a no-arm phrase."""
     if row is None:
         return f"no {what} arm was trained"
     verdict = _verdict(row["d_psnr_ci_low"], row["d_psnr_ci_high"], "a clear gain", "a clear loss")
     return (
         f"{row['label']} changed held-out PSNR by {row['d_psnr_mean']:+.2f} dB "
-        f"[{row['d_psnr_ci_low']:+.2f}, {row['d_psnr_ci_high']:+.2f}] ({verdict})"
+        f"[{row['d_psnr_ci_low']:+.2f}, {row['d_psnr_ci_high']:+.2f}]; {verdict}"
     )
 
 
@@ -1117,9 +1143,10 @@ def summary_text(
     best = base_auc.loc[base_auc["auc"].idxmax()]
     gap = gap_tab[(gap_tab["metric"] == "psnr") & gap_tab["images"].str.startswith("gap")].iloc[0]
     lines = [
-        f"- Latent size: {_delta_phrase(_best_delta(latent_tab, BASELINE, HEALTHY_TEST), 'latent')} "
-        "(the arm with the largest change is named).",
-        f"- β-VAE: {_delta_phrase(_best_delta(beta_tab, BASELINE, HEALTHY_TEST), 'β')}.",
+        "- Latent size (the arm with the largest PSNR change): "
+        f"{_delta_phrase(_best_delta(latent_tab, BASELINE, HEALTHY_TEST), 'latent')}.",
+        "- β-VAE (the arm with the largest PSNR change): "
+        f"{_delta_phrase(_best_delta(beta_tab, BASELINE, HEALTHY_TEST), 'β')}.",
         f"- Artifacts: {_delta_phrase(_best_delta(art_tab, masked_ref, HEALTHY_TEST), 'masked')} "
         f"under the same mask; green boxes appear in {100 * real:.0f} % of the real training "
         f"images, {100 * base_s:.0f} % of the baseline's samples and {100 * masked_s:.0f} % of "
@@ -1131,3 +1158,27 @@ def summary_text(
         f"[{gap['ci_low']:+.2f}, {gap['ci_high']:+.2f}].",
     ]
     return "In this run:\n\n" + "\n".join(lines) + "\n\n" + budget_text(arms_tab, batch_size)
+
+
+def format_arms(arms_tab: pd.DataFrame) -> pd.DataFrame:
+    """Display form of the arms table (Table 4)."""
+    return pd.DataFrame(
+        {
+            "Arm": arms_tab["label"],
+            "latent": arms_tab["latent_dim"],
+            "β": [f"{b:g}" for b in arms_tab["beta"]],
+            "masked": ["yes" if m else "no" for m in arms_tab["mask"]],
+            "training images (polyps)": [
+                f"{n} ({p})"
+                for n, p in zip(
+                    arms_tab["train_images"], arms_tab["train_polyp_images"], strict=True
+                )
+            ],
+            "images seen": arms_tab["images_seen"],
+            "time (s)": arms_tab["train_seconds"].round(1),
+            "last recon / KLD": [
+                f"{r:.0f} / {k:.1f}"
+                for r, k in zip(arms_tab["final_recon"], arms_tab["final_kld"], strict=True)
+            ],
+        }
+    ).set_index("Arm")

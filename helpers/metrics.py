@@ -272,6 +272,7 @@ ORIGINAL_TABLES = {
     "bce": {"PSNR": (16.584135, 2.276679), "SSIM": (0.447347, 0.093633)},
 }
 ORIGINAL_EPOCHS = 3000
+ALL_POLYPS = "polyps (all)"  # name of the every-polyp image set in per-image tables
 EMBEDDED_MARKERS = ("kvasir-like", "kvasir_like", "synthetic")
 
 
@@ -386,7 +387,7 @@ def discussion_text(
         + _comparison_sentence(per_image, eval_set, n_boot, seed)
     ]
     gaps, held_gaps = [], []
-    polyps_all = per_image[per_image["images"] == "polyps (all)"]
+    polyps_all = per_image[per_image["images"] == ALL_POLYPS]
     for model in ("MSE", "BCE"):
         pol = polyps_all[polyps_all["model"] == model]
         if pol.empty:
@@ -405,7 +406,8 @@ def discussion_text(
                 f"{name} (n={len(hea)}) {hea['psnr'].mean():.2f} dB / {hea['ssim'].mean():.3f}, "
                 f"gap {gap:+.2f} dB / {hea['ssim'].mean() - pol['ssim'].mean():+.3f}"
             )
-        gaps.append(f"{model} model: " + "; ".join(clauses))
+        if len(clauses) > 1:
+            gaps.append(f"{model} model: " + "; ".join(clauses))
     if gaps:
         if held_gaps and min(held_gaps) > 0:
             verdict = "In this run both models reconstruct the unseen polyps worse than held-out healthy images."

@@ -441,9 +441,7 @@ def summary_text(run_dir: Path, nbs: dict[str, Any]) -> str:
         )
     parts += ["", *_metrics_paragraph(metric_summary(run.tables))]
     parts += ["", *_classifier_paragraph(classifier_summary(run.tables), run_dir, nbs)]
-    ablations = sorted(p.stem for p in run.tables.glob("*ablation*.csv"))
-    if ablations:
-        parts += ["", f"Ablation tables written by this run: {', '.join(ablations)} (Section 10)."]
+    parts += ["", *_ablation_paragraph(run, nbs)]
     return "\n".join(parts).strip() + "\n"
 
 
@@ -509,6 +507,27 @@ def _classifier_paragraph(
     elif pretrained:
         lines.append("The classifier started from ImageNet-pretrained ResNet18 weights.")
     return lines
+
+
+def _ablation_paragraph(run: paths.RunPaths, nbs: dict[str, Any]) -> list[str]:
+    """What Section 10 varied, from notebook 08's parameters and the tables it wrote."""
+    tables = sorted(p.name for p in run.tables.glob("ablation*.csv"))
+    if not tables:
+        return []
+    params = next(
+        (notebook_parameters(nb) for name, nb in nbs.items() if name.startswith("08")), {}
+    )
+    varied = [
+        f"{label} {params[key]}"
+        for key, label in (("latent_dims", "latent sizes"), ("betas", "β values"))
+        if key in params
+    ]
+    epochs = f" for {params['abl_epochs']} epochs per arm" if "abl_epochs" in params else ""
+    what = f" ({'; '.join(varied)})" if varied else ""
+    return [
+        f"Section 10 trained its ablation arms{epochs}{what} and wrote "
+        f"{len(tables)} tables ({', '.join(tables)}); its closing subsection states what they show."
+    ]
 
 
 def merge_notebooks(run_dir: Path) -> Any:

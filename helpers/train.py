@@ -20,6 +20,7 @@ weights bit-identical to an uninterrupted run.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import os
 import time
@@ -127,6 +128,8 @@ class TrainResult:
 
 def images_to_tensor(images: Any, in_channels: int = 3, in_size: int | None = None) -> torch.Tensor:
     """uint8 N x H x W x C array/tensor (or N x C x H x W tensor) -> uint8 NCHW view, no copy."""
+    if isinstance(images, np.ndarray):
+        images = np.ascontiguousarray(images)  # torch refuses negative strides (flipped views)
     tensor = torch.as_tensor(images)
     if tensor.dtype != torch.uint8:
         raise ValueError(f"images: expected uint8 pixels, got dtype {tensor.dtype}")
@@ -150,9 +153,16 @@ def images_to_tensor(images: Any, in_channels: int = 3, in_size: int | None = No
     return tensor
 
 
-def _device_data(images: Any, cfg: EndoVAEConfig, device: torch.device, prec: Precision):
+def data_fingerprint(data: torch.Tensor) -> str:
+    """Short hash of a uint8 NCHW image tensor (its pixels in NHWC order) and its shape."""
+    array = np.ascontiguousarray(data.detach().cpu().permute(0, 2, 3, 1).numpy())
+    digest = hashlib.blake2b(array.tobytes(), digest_size=12)
+    digest.update(str(tuple(data.shape)).encode())
+    return digest.hexdigest()
+
+
+def _device_data(data: torch.Tensor, device: torch.device, prec: Precision) -> torch.Tensor:
     """Move the uint8 training set to the device once, in the layout the model runs in."""
-    data = images_to_tensor(images, cfg.in_channels, cfg.in_size)
     fmt = torch.channels_last if prec.channels_last else torch.contiguous_format
     return data.to(device).contiguous(memory_format=fmt)
 
@@ -199,12 +209,17 @@ def _config_mismatch(state: dict, tcfg: TrainConfig, mcfg: EndoVAEConfig) -> lis
     return diffs
 
 
-def _load_resume_state(path: Path | None, resume: bool, tcfg: TrainConfig, mcfg: EndoVAEConfig):
-    """The checkpoint dict to resume from, or None; mismatched configs raise."""
+def _load_resume_state(
+    path: Path | None, resume: bool, tcfg: TrainConfig, mcfg: EndoVAEConfig, data_info: dict
+):
+    """The checkpoint dict to resume from, or None; other settings or other images raise."""
     if not resume or path is None or not path.is_file():
         return None
     state = read_checkpoint(path)
     diffs = _config_mismatch(state, tcfg, mcfg)
+    saved = state.get("extra", {}).get("data")
+    if saved is not None and saved != data_info:
+        diffs.append(f"training images: {saved} -> {data_info}")
     if diffs:
         raise ValueError(
             f"cannot resume from {path}: it was trained with other settings "
@@ -213,7 +228,7 @@ def _load_resume_state(path: Path | None, resume: bool, tcfg: TrainConfig, mcfg:
     return state
 
 
-def _save(path, history_path, model, optimizer, epoch, history, tcfg, shuffle, device) -> None:
+def _save(path, history_path, model, optimizer, epoch, history, tcfg, shuffle, device, data_info):
     """Write checkpoint and history CSV (each atomically)."""
     if path is not None:
         save_checkpoint(
@@ -224,6 +239,7 @@ def _save(path, history_path, model, optimizer, epoch, history, tcfg, shuffle, d
             history=history,
             train_config=tcfg.to_dict(),
             rng=_rng_state(shuffle, device),
+            extra={"data": data_info},
         )
     if history_path is not None:
         atomic_write_csv(history_path, history_frame(history))
@@ -243,6 +259,11 @@ def _load_optimizer(optimizer: torch.optim.Adam, state: dict) -> None:
     optimizer.load_state_dict(state)
     for group, kept in zip(optimizer.param_groups, keep, strict=True):
         group.update(kept)
+        for param in group["params"]:  # fused Adam keeps its step counts on the device
+            slot = optimizer.state.get(param, {})
+            if torch.is_tensor(slot.get("step")):
+                where = param.device if group.get("fused") else torch.device("cpu")
+                slot["step"] = slot["step"].to(where, torch.float32)
 
 
 def _forward_loss(model, x, target, kind: str, beta: float, amp_dtype):
@@ -288,8 +309,20 @@ def _check_finite(values: list[float], epoch: int) -> None:
         )
         raise FloatingPointError(
             f"non-finite loss at epoch {epoch} in {', '.join(bad)} ({shown}); training stopped "
-            "and the last good checkpoint was left untouched. Try a smaller lr or precision='fp32'."
+            "without saving this epoch, so the last checkpoint still holds the last good weights. "
+            "Try a smaller lr or precision='fp32'."
         )
+
+
+@contextlib.contextmanager
+def _cudnn_autotune(enabled: bool):
+    """Let cuDNN benchmark conv algorithms while training (fixed shapes), then restore the flag."""
+    previous = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = previous or enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = previous
 
 
 def _progress_bar(total: int, initial: int, desc: str, enabled: bool):
@@ -300,6 +333,30 @@ def _progress_bar(total: int, initial: int, desc: str, enabled: bool):
     return tqdm(
         total=total, initial=initial, desc=desc or "epochs", unit="epoch", disable=not enabled
     )
+
+
+def _epoch_row(epoch: int, sums: list[float], scale: float, seconds: float, n: int) -> dict:
+    """History row: losses per batch of `batch_size` images, time and throughput."""
+    recon, kl, total = (v * scale for v in sums)
+    return {"epoch": epoch, "recon": recon, "kld": kl, "total": total,
+            "seconds": seconds, "images_per_s": n / seconds}  # fmt: skip
+
+
+def _train_epochs(step, data, optimizer, shuffle, tcfg, history, start_epoch, save, bar) -> None:
+    """Epochs start_epoch+1 .. tcfg.epochs: train, check, log, checkpoint (calls `save(epoch)`)."""
+    scale = tcfg.batch_size / len(data)
+    for epoch in range(start_epoch + 1, tcfg.epochs + 1):
+        t0 = time.perf_counter()
+        sums = _run_epoch(step, data, optimizer, shuffle, tcfg.batch_size).tolist()  # one sync
+        seconds = time.perf_counter() - t0
+        _check_finite(sums, epoch)
+        history.append(_epoch_row(epoch, sums, scale, seconds, len(data)))
+        last = history[-1]
+        bar.set_postfix(recon=f"{last['recon']:.4g}", kld=f"{last['kld']:.4g}")
+        bar.update(1)
+        every = tcfg.checkpoint_every
+        if epoch == tcfg.epochs or (every and epoch % every == 0):
+            save(epoch)
 
 
 def fit(
@@ -326,62 +383,45 @@ def fit(
     prec = choose_precision(dev, tcfg.precision)
     ckpt = Path(checkpoint_path) if checkpoint_path is not None else None
     hist_path = Path(history_path) if history_path is not None else None
+    cpu_data = images_to_tensor(images, mcfg.in_channels, mcfg.in_size)
+    data_info = {"n_images": len(cpu_data), "fingerprint": data_fingerprint(cpu_data)}
+    state = _load_resume_state(ckpt, resume, tcfg, mcfg, data_info)
 
-    state = _load_resume_state(ckpt, resume, tcfg, mcfg)
-    shuffle = seed_everything(tcfg.seed)
+    shuffle = seed_everything(tcfg.seed)  # also seeds the weights and the sampling noise
     model = EndoVAE(mcfg)
-    optimizer = None
-    history: list[dict] = []
-    start_epoch = 0
-    if state is not None:
+    history = [dict(r) for r in state["history"]] if state else []
+    start_epoch = int(state["epoch"]) if state else 0
+    if state:
         model.load_state_dict(state["model"])
-        history = [dict(r) for r in state["history"]]
-        start_epoch = int(state["epoch"])
     fmt = torch.channels_last if prec.channels_last else torch.contiguous_format
     model = model.to(dev, memory_format=fmt)
-
-    def result() -> TrainResult:
-        """Package the eval-mode model and history."""
-        return TrainResult(
-            model.eval(), history_frame(history), ckpt, start_epoch,
-            time.perf_counter() - t_start, str(dev), prec.label,
-        )  # fmt: skip
-
-    if start_epoch >= tcfg.epochs:
-        if hist_path is not None:
-            atomic_write_csv(hist_path, history_frame(history))
-        return result()
-
     optimizer = _make_optimizer(model, tcfg.lr, dev)
-    if state is not None:
+    if state and start_epoch < tcfg.epochs:
         _load_optimizer(optimizer, state["optimizer"])
         _set_rng_state(state["rng"], shuffle, dev)
-    data = _device_data(images, mcfg, dev, prec)
-    forward = torch.compile(_forward_loss) if tcfg.compile else _forward_loss
 
-    def step(target: torch.Tensor):
-        """Loss of one batch (target doubles as the input)."""
-        return forward(model, target, target, tcfg.loss, tcfg.beta, prec.amp_dtype)
+    def save(epoch: int) -> None:
+        """Checkpoint and history CSV after `epoch`."""
+        _save(ckpt, hist_path, model, optimizer, epoch, history, tcfg, shuffle, dev, data_info)
 
-    scale = tcfg.batch_size / len(data)
-    model.train()
-    with _progress_bar(tcfg.epochs, start_epoch, desc, progress) as bar:
-        for epoch in range(start_epoch + 1, tcfg.epochs + 1):
-            t0 = time.perf_counter()
-            sums = _run_epoch(step, data, optimizer, shuffle, tcfg.batch_size).tolist()
-            seconds = time.perf_counter() - t0
-            _check_finite(sums, epoch)
-            recon, kl, total = (v * scale for v in sums)
-            history.append(
-                {"epoch": epoch, "recon": recon, "kld": kl, "total": total,
-                 "seconds": seconds, "images_per_s": len(data) / seconds}
-            )  # fmt: skip
-            bar.set_postfix(recon=f"{recon:.4g}", kld=f"{kl:.4g}", total=f"{total:.4g}")
-            bar.update(1)
-            every = tcfg.checkpoint_every
-            if epoch == tcfg.epochs or (every and epoch % every == 0):
-                _save(ckpt, hist_path, model, optimizer, epoch, history, tcfg, shuffle, dev)
-    return result()
+    if start_epoch < tcfg.epochs:
+        data = _device_data(cpu_data, dev, prec)
+        forward = torch.compile(_forward_loss) if tcfg.compile else _forward_loss
+
+        def step(target: torch.Tensor):
+            """Loss of one batch (the target doubles as the input)."""
+            return forward(model, target, target, tcfg.loss, tcfg.beta, prec.amp_dtype)
+
+        model.train()
+        bar = _progress_bar(tcfg.epochs, start_epoch, desc, progress)
+        with bar, _cudnn_autotune(dev.type == "cuda"):
+            _train_epochs(step, data, optimizer, shuffle, tcfg, history, start_epoch, save, bar)
+    elif hist_path is not None:
+        atomic_write_csv(hist_path, history_frame(history))
+    seconds = time.perf_counter() - t_start
+    return TrainResult(
+        model.eval(), history_frame(history), ckpt, start_epoch, seconds, str(dev), prec.label
+    )
 
 
 # --- inference helpers for notebooks 05-08 ---------------------------------------------------
@@ -408,7 +448,9 @@ def reconstruct(
     _check_int("batch_size", batch_size, 1)
     dev = _model_device(model) if device is None else get_device(str(device))
     model = model.to(dev).eval()
-    tensor = torch.as_tensor(images)
+    tensor = torch.as_tensor(
+        np.ascontiguousarray(images) if isinstance(images, np.ndarray) else images
+    )
     as_uint8 = tensor.dtype == torch.uint8
     if as_uint8:
         x_all = images_to_tensor(tensor, model.config.in_channels)

@@ -161,3 +161,83 @@ def test_extended_table_groups():
     row = table[(table["model"] == "BCE") & (table["images"] == "healthy")].iloc[0]
     assert row["n"] == 20
     assert row["PSNR mean"] == pytest.approx(per_image["psnr"].iloc[40:].mean())
+
+
+def _two_model_table(shift=0.5, seed=3):
+    """Per-image values of two models on the same polyp and healthy images (MSE shifted up)."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for images, n, base in (("polyps (all)", 20, 15.0), ("healthy (held-out)", 10, 18.0)):
+        psnr = rng.normal(base, 1.0, n)
+        ssim = rng.uniform(0.3, 0.5, n)
+        files = [f"{images[:3]}_{i}.png" for i in range(n)]
+        for model, dp in (("MSE", shift), ("BCE", 0.0)):
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "model": model,
+                        "images": images,
+                        "file": files,
+                        "psnr": psnr + dp,
+                        "ssim": ssim,
+                    }
+                )
+            )
+    per_image = pd.concat(frames, ignore_index=True)
+    eval_rows = per_image[per_image["images"] == "polyps (all)"].head(40)
+    return pd.concat([eval_rows.assign(images="polyps (20 random)"), per_image], ignore_index=True)
+
+
+def test_discussion_text_reports_this_runs_numbers():
+    per_image = _two_model_table()
+    text = metrics.discussion_text(
+        per_image, "polyps (20 random)", ["healthy (held-out)"], {"MSE": 5, "BCE": 5}, True
+    )
+    mse_mean = per_image[(per_image.model == "MSE") & (per_image.images == "polyps (20 random)")]
+    assert f"{mse_mean['psnr'].mean():.2f} dB (MSE)" in text
+    assert "the MSE model is higher by 0.50 dB" in text and "excludes 0" in text
+    assert "equal at this precision" in text  # SSIM identical for both models
+    assert "reconstruct the unseen polyps worse" in text  # healthy at 18 dB vs polyps at 15 dB
+    assert "Kvasir-like" in text and "MSE: 5, BCE: 5 epochs" in text
+    quiet = metrics.discussion_text(
+        per_image, "polyps (20 random)", [], {"MSE": 3000, "BCE": 3000}, False
+    )
+    assert "Kvasir-like" not in quiet and "epochs" not in quiet and "Healthy vs" not in quiet
+
+
+def test_paired_and_formatted_tables():
+    per_image = _two_model_table(shift=1.0)
+    paired = metrics.paired_table(per_image, n_boot=300)
+    row = paired[(paired["images"] == "polyps (all)") & (paired["metric"] == "PSNR")].iloc[0]
+    assert row["mean MSE - BCE"] == pytest.approx(1.0) and row["n"] == 20
+    shown = metrics.format_paired(paired)
+    assert shown.loc[0, "Mean MSE - BCE"] == "+1.00"
+    ext = metrics.format_extended(metrics.extended_table(per_image, n_boot=300))
+    assert list(ext.columns) == [
+        "Model", "Images", "n", "PSNR (dB)", "PSNR 95 % CI", "SSIM", "SSIM 95 % CI"
+    ]  # fmt: skip
+    assert " ± " in ext.loc[0, "PSNR (dB)"] and ext.loc[0, "SSIM 95 % CI"].startswith("[")
+
+
+def test_with_original_and_embedded_detection(tmp_path):
+    table = metrics.metrics_table(pd.DataFrame({"psnr": [15.0, 17.0], "ssim": [0.4, 0.5]}))
+    out = metrics.with_original(table, "bce")
+    assert out.loc["PSNR", "Original Mean"] == pytest.approx(16.584135)
+    assert out.loc["SSIM", "Original Standard Deviation"] == pytest.approx(0.093633)
+    with pytest.raises(ValueError, match="model='vgg'"):
+        metrics.with_original(table, "vgg")
+    kvasir = pd.DataFrame({"source_file": ["/data/kvasir-dataset/polyps/a.jpg"]})
+    assert not metrics.data_is_embedded(kvasir)
+    assert metrics.data_is_embedded(pd.DataFrame({"source_file": ["/d/kvasir-like/polyps/a.png"]}))
+    stamped = tmp_path / "frames" / "polyps"
+    stamped.mkdir(parents=True)
+    (tmp_path / "frames" / "SYNTHETIC.json").write_text("{}")
+    assert metrics.data_is_embedded(pd.DataFrame({"source_file": [str(stamped / "a.png")]}))
+
+
+def test_edge_energy_lower_for_blurred_images():
+    x, _ = _random_pair(n=3)
+    blurred = torch.nn.functional.avg_pool2d(x, 5, stride=1, padding=2)
+    assert (metrics.edge_energy(blurred) < metrics.edge_energy(x)).all()
+    text = metrics.samples_text({"MSE": blurred}, x)
+    assert "MSE model's 3 samples" in text

@@ -261,3 +261,15 @@ def test_pdf_keeps_greek_letters_and_hides_code(fake_run):
     assert "Figure 1: A caption for figure 1." in flat
     assert "11. Summary" in flat and "12.5" in flat  # the HTML table became a LaTeX table
     assert "Contents" in flat and "<h1>" not in flat  # LaTeX raw cell in, HTML raw cell out
+
+
+def test_ablation_paragraph_reads_notebook_08(fake_run):
+    nb = _executed("08", "synthetic", "10. Beyond the original: ablations", 10)
+    nb.metadata["papermill"]["parameters"].update({"abl_epochs": 7, "latent_dims": "6,64"})
+    nbformat.write(nb, fake_run / "executed" / "08_ablations.ipynb")
+    pd.DataFrame({"arm": ["latent 6"], "PSNR": [1.0]}).to_csv(
+        fake_run / "tables" / "ablation_latent.csv", index=False
+    )
+    summary = report.merge_notebooks(fake_run).cells[-1].source
+    assert "for 7 epochs per arm (latent sizes 6,64)" in summary
+    assert "ablation_latent.csv" in summary

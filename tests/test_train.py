@@ -131,6 +131,8 @@ def test_resume_with_other_settings_is_refused(tmp_path):
     other = EndoVAEConfig(**{**TINY.to_dict(), "latent_dim": 5})
     with pytest.raises(ValueError, match="latent_dim.*Delete the file"):
         fit(images, TrainConfig(epochs=2, batch_size=8), model_config=other, **kwargs)
+    with pytest.raises(ValueError, match="training images"):
+        fit(images[::-1], TrainConfig(epochs=2, batch_size=8), model_config=TINY, **kwargs)
     fresh = fit(images, TrainConfig(epochs=1, batch_size=8, lr=1e-2), model_config=TINY,
                 resume=False, **kwargs)  # fmt: skip
     assert fresh.resumed_from_epoch == 0
