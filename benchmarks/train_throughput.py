@@ -105,10 +105,15 @@ def load_uint8(files: list[Path]) -> np.ndarray:
     return np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files])
 
 
-def ours(images: np.ndarray, batch_size: int, device, compile_: bool) -> tuple[float, str]:
-    """Images/s of `fit` over its second epoch (the first is the warm-up); with its precision."""
+def ours(images: np.ndarray, batch_size: int, device, compile_: bool, threads: int):
+    """Images/s of `fit` over its second epoch (the first is the warm-up), and its precision."""
     config = TrainConfig(epochs=2, batch_size=batch_size, checkpoint_every=0, compile=compile_)
-    result = fit(images, config, device=device, progress=False)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads or previous)
+    try:
+        result = fit(images, config, device=device, progress=False)
+    finally:
+        torch.set_num_threads(previous)
     return float(result.history["images_per_s"].iloc[-1]), result.precision
 
 
@@ -133,9 +138,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--data", default="", help="processed folder; default: synthetic PNGs")
     parser.add_argument("--compile", action="store_true", help="torch.compile in our trainer")
+    parser.add_argument(
+        "--threads", type=int, default=0,
+        help="CPU threads for our trainer (0: torch's default); 1 wins on an oversubscribed CPU",
+    )  # fmt: skip
     args = parser.parse_args(argv)
-    if min(args.steps, args.rounds, args.batch_size) < 1 or args.warmup < 0:
-        parser.error("--steps, --rounds and --batch-size must be >= 1, --warmup >= 0")
+    if min(args.steps, args.rounds, args.batch_size) < 1 or min(args.warmup, args.threads) < 0:
+        parser.error("--steps, --rounds, --batch-size must be >= 1; --warmup, --threads >= 0")
     return args
 
 
@@ -156,14 +165,16 @@ def main(argv=None) -> float:
         refs, fasts = [], []
         for r in range(1, args.rounds + 1):
             refs.append(reference_loop(files, args.steps, args.warmup, args.batch_size, device))
-            fast, label = ours(images, args.batch_size, device, args.compile)
+            fast, label = ours(images, args.batch_size, device, args.compile, args.threads)
             fasts.append(fast)
             print(f"round {r}: (a) {refs[-1]:.1f} img/s, (b) {fast:.1f} img/s")
     ref, fast = max(refs), max(fasts)
     print(f"(a) reference (PIL Dataset, DataLoader x2 workers, fp32, .item() per step): "
           f"{ref:.1f} img/s")  # fmt: skip
-    print(f"(b) helpers.train.fit ({label}{', compiled' if args.compile else ''}): "
-          f"{fast:.1f} img/s")  # fmt: skip
+    extras = (", compiled" if args.compile else "") + (
+        f", {args.threads} threads" if args.threads else ""
+    )
+    print(f"(b) helpers.train.fit ({label}{extras}): {fast:.1f} img/s")
     if device.type == "cuda":
         counted = counted_gflop_per_image()
         print(f"achieved {fast * counted / 1e3:.1f} TFLOP/s ({counted:.2f} GFLOP/image counted; "
