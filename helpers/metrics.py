@@ -39,7 +39,8 @@ def _as_float_pair(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torc
 def psnr(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
     """Peak signal-to-noise ratio in dB per image (inf where the images are identical)."""
     x, y = _as_float_pair(x, y)
-    mse = (x.double() - y.double()).pow(2).flatten(1).mean(dim=1)
+    wide = torch.float32 if x.device.type == "mps" else torch.float64  # MPS has no float64
+    mse = (x.to(wide) - y.to(wide)).pow(2).flatten(1).mean(dim=1)
     return (10.0 * torch.log10(data_range**2 / mse)).float()
 
 

@@ -352,7 +352,9 @@ def _train_epochs(step, data, optimizer, shuffle, tcfg, history, start_epoch, sa
         _check_finite(sums, epoch)
         history.append(_epoch_row(epoch, sums, scale, seconds, len(data)))
         last = history[-1]
-        bar.set_postfix(recon=f"{last['recon']:.4g}", kld=f"{last['kld']:.4g}")
+        bar.set_postfix(
+            recon=f"{last['recon']:.4g}", kld=f"{last['kld']:.4g}", total=f"{last['total']:.4g}"
+        )
         bar.update(1)
         every = tcfg.checkpoint_every
         if epoch == tcfg.epochs or (every and epoch % every == 0):

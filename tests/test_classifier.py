@@ -160,3 +160,22 @@ def test_train_rejects_bad_parameters(empty_hub):
         classifier.train_classifier(model, x, y, epochs=0)
     with pytest.raises(ValueError, match="x_train has 4"):
         classifier.train_classifier(model, x, y[:3])
+
+
+def test_table3_and_discussion_text():
+    results = {
+        "MSE": {"accuracy": 0.95, "auc": 0.99, "n_test": 40, "pretrained": False},
+        "BCE": {"accuracy": 0.5, "auc": 0.97, "n_test": 40, "pretrained": False},
+    }
+    table = classifier.table3(results)
+    assert list(table.index) == ["Accuracy", "AUC"]
+    assert list(table.columns[:2]) == ["Classifier for MSE VAE", "Classifier for BCE VAE"]
+    assert table.loc["Accuracy", "Original: MSE VAE"] == 0.995
+    assert table.loc["AUC", "Classifier for BCE VAE"] == 0.97
+    text = classifier.discussion_text(results)
+    assert "accuracy 0.950 on the 40 test images (2 errors)" in text
+    assert "one error moves the accuracy by 2.5 points" in text
+    assert "For the BCE VAE the accuracy lags" in text and "MSE VAE the accuracy lags" not in text
+    assert "trained from scratch" in text
+    results["MSE"]["pretrained"] = results["BCE"]["pretrained"] = True
+    assert "from scratch" not in classifier.discussion_text(results)

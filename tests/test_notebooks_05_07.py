@@ -65,11 +65,17 @@ def _fake_run(base):
 
 
 @pytest.fixture(scope="module")
-def eval_run(request, tmp_path_factory):
-    """tiny_run when notebooks 01, 03 and 04 exist, else a hand-built run folder."""
+def fake_run(tmp_path_factory):
+    """A hand-built run folder (seconds to make; untrained models)."""
+    return _fake_run(tmp_path_factory.mktemp("fake_run"))
+
+
+@pytest.fixture(scope="module")
+def eval_run(request, fake_run):
+    """tiny_run when notebooks 01, 03 and 04 exist, else the hand-built run folder."""
     if all((paths.notebooks_dir() / f"{n}.ipynb").is_file() for n in UPSTREAM):
         return request.getfixturevalue("tiny_run")
-    return _fake_run(tmp_path_factory.mktemp("fake_run"))
+    return fake_run
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
@@ -145,6 +151,7 @@ def _outputs_text(executed):
     return "\n".join(parts)
 
 
+@pytest.mark.slow
 def test_notebooks_05_07_run(eval_run):
     import torch
 
@@ -196,11 +203,11 @@ def test_notebooks_05_07_run(eval_run):
     assert "MSE vs BCE" in text and "Kvasir-like" in text
 
 
-def test_notebook_errors_name_parameter_and_producer(eval_run, tmp_path):
+def test_notebook_errors_name_parameter_and_producer(fake_run, tmp_path):
     import papermill as pm
 
     with pytest.raises(pm.PapermillExecutionError, match="n_eval_polyps=100000"):
-        run_notebook("06_metrics", eval_run, n_eval_polyps=100000)
+        run_notebook("06_metrics", fake_run, n_eval_polyps=100000)
     with pytest.raises(pm.PapermillExecutionError, match="03_train_mse"):
         run_notebook("05_generation_reconstruction", tmp_path / "empty")
     meta = json.loads((paths.notebooks_dir() / "07_classifier_bonus.ipynb").read_text())["metadata"]
