@@ -12,6 +12,10 @@ round. The last line is `speedup <b/a>`.
 
     python benchmarks/train_throughput.py --steps 8                 # synthetic PNGs in a tmp dir
     python benchmarks/train_throughput.py --data runs/quick/data/processed --compile
+    python benchmarks/train_throughput.py --threads 1   # a CPU shared with other jobs
+
+On a CPU that other processes also load, two OpenMP threads stall each other at every barrier;
+there one thread for our trainer was ~3x faster than two (measured on the shared 2-core box).
 """
 
 from __future__ import annotations
@@ -172,7 +176,7 @@ def main(argv=None) -> float:
     print(f"(a) reference (PIL Dataset, DataLoader x2 workers, fp32, .item() per step): "
           f"{ref:.1f} img/s")  # fmt: skip
     extras = (", compiled" if args.compile else "") + (
-        f", {args.threads} threads" if args.threads else ""
+        f", {args.threads} thread{'s' if args.threads > 1 else ''}" if args.threads else ""
     )
     print(f"(b) helpers.train.fit ({label}{extras}): {fast:.1f} img/s")
     if device.type == "cuda":

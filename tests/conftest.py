@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 from helpers import paths
-
-os.environ.setdefault("MPLBACKEND", "Agg")
 
 
 @pytest.fixture
