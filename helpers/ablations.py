@@ -45,6 +45,7 @@ SCORE_LABELS = {
     "kld": "KL divergence",
     "elbo": "MSE sum + KLD (ELBO-like)",
 }
+SHORT_SCORES = {"mse": "MSE", "kld": "KLD", "elbo": "MSE sum + KLD"}
 # Artifact mask in the unflipped frame, as fractions of the image side (Kvasir's 720x576
 # layout after the 90-100 % centre crop): the text strip on the left margin above the box
 # row, and the endoscope-position box in the bottom-left corner.
@@ -685,19 +686,26 @@ def _delta_cell(r: pd.Series, metric: str, digits: int, is_reference: bool) -> s
     )
 
 
+SHORT_SETS = {HEALTHY_TEST: "healthy", HEALTHY_TRAIN: "healthy (train)", POLYPS_EVAL: "polyps"}
+
+
 def format_study(table: pd.DataFrame, reference: str) -> pd.DataFrame:
-    """Compact display of a study table: means with 95 % CIs and the change vs the reference."""
+    """Compact display of a study table: means and the paired change (95 % CI) vs the reference.
+
+    The CIs of the means are in the CSV; the display keeps the page width for the changes.
+    """
     out = []
     for _, r in table.iterrows():
         ref = r["entry"] == reference
         out.append(
             {
                 "Arm": r["label"],
-                "Images (n)": f"{r['images']} ({int(r['n'])})",
-                "PSNR (dB)": _ci_text(r["psnr_mean"], r["psnr_ci_low"], r["psnr_ci_high"], 2),
-                "Δ PSNR (dB)": _delta_cell(r, "psnr", 2, ref),
-                "SSIM": _ci_text(r["ssim_mean"], r["ssim_ci_low"], r["ssim_ci_high"], 3),
-                "Δ SSIM": _delta_cell(r, "ssim", 3, ref),
+                "Images": SHORT_SETS.get(r["images"], r["images"]),
+                "n": int(r["n"]),
+                "PSNR (dB)": f"{r['psnr_mean']:.2f}",
+                "Δ PSNR [95 % CI]": _delta_cell(r, "psnr", 2, ref),
+                "SSIM": f"{r['ssim_mean']:.3f}",
+                "Δ SSIM [95 % CI]": _delta_cell(r, "ssim", 3, ref),
             }
         )
     return pd.DataFrame.from_records(out).set_index("Arm")
@@ -840,9 +848,9 @@ def format_anomaly(table: pd.DataFrame, labels: Mapping[str, str]) -> pd.DataFra
     return pd.DataFrame(
         {
             "Model": [labels.get(a, a) for a in table["arm"]],
-            "Score": [SCORE_LABELS[s] for s in table["score"]],
+            "Score": [SHORT_SCORES[s] for s in table["score"]],
             "AUC [95 % CI]": [_ci_text(r.auc, r.ci_low, r.ci_high, 3) for r in table.itertuples()],
-            "healthy / polyps": [f"{r.n_healthy} / {r.n_polyps}" for r in table.itertuples()],
+            "n (healthy / polyps)": [f"{r.n_healthy} / {r.n_polyps}" for r in table.itertuples()],
         }
     ).set_index("Model")
 
@@ -921,13 +929,21 @@ def plot_histories(
         ("kld", "KL divergence"),
         ("total", "total = recon + β·KLD"),
     )
+    from matplotlib.ticker import MaxNLocator
+
     for ax, (column, label) in zip(axes, names, strict=True):
         for arm_label, hist in histories.items():
             ax.plot(hist["epoch"], hist[column], marker="o", ms=3, lw=1.5, label=arm_label)
         ax.set_xlabel("epoch")
         ax.set_ylabel("loss per batch (sum)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        values = pd.concat([h[column] for h in histories.values()])
+        if (values > 0).all() and values.max() > 100 * values.min():
+            ax.set_yscale("log")  # e.g. the KLD of a small beta spans orders of magnitude
+            label += " (log scale)"
+        else:
+            ax.ticklabel_format(axis="y", useOffset=False)
         ax.set_title(label)
-        ax.ticklabel_format(axis="y", useOffset=False)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     if title:
@@ -1114,6 +1130,31 @@ def _delta_phrase(row: pd.Series | None, what: str) -> str:
     )
 
 
+def mean_kld(per_image: pd.DataFrame) -> dict[str, float]:
+    """Per arm: mean KL divergence (nats per image) of its encoder on the held-out healthy images."""
+    rows = per_image[
+        (per_image["entry"] == per_image["arm"]) & (per_image["images"] == HEALTHY_TEST)
+    ]
+    return {arm: float(group["kld"].mean()) for arm, group in rows.groupby("arm", sort=False)}
+
+
+COLLAPSE_NATS = 1.0  # below this mean KLD per image the latent code carries almost nothing
+
+
+def collapse_text(kld_means: Mapping[str, float], labels: Mapping[str, str]) -> str:
+    """A note naming the arms whose posterior collapsed (KLD near 0 nats), or ''."""
+    flat = [f"{labels.get(k, k)} {v:.2f}" for k, v in kld_means.items() if v < COLLAPSE_NATS]
+    if not flat:
+        return ""
+    return (
+        f"In {len(flat)} of {len(kld_means)} arms the encoder's posterior has collapsed onto the "
+        f"prior: the mean KL divergence per held-out image is below {COLLAPSE_NATS:g} nat "
+        f"({'; '.join(flat)}), so the latent vector carries almost no information about the "
+        "image, the decoder outputs nearly the same average image whatever the input, and "
+        "reconstruction errors mostly measure how far an image is from that average."
+    )
+
+
 def summary_text(
     arms_tab: pd.DataFrame,
     latent_tab: pd.DataFrame,
@@ -1124,8 +1165,9 @@ def summary_text(
     auc_tab: pd.DataFrame,
     gap_tab: pd.DataFrame,
     batch_size: int,
+    collapse: str = "",
 ) -> str:
-    """The closing paragraph of Section 10, built from this run's tables."""
+    """The closing paragraph of Section 10, built from this run's tables (+ a collapse note)."""
     masked_ref = f"{BASELINE} (masked scoring)"
     polyp_row = _best_delta(polyp_tab, BASELINE, POLYPS_EVAL)
     polyp_part = (
@@ -1157,28 +1199,21 @@ def summary_text(
         f"- Training vs held-out healthy images (baseline): PSNR gap {gap['mean']:+.2f} dB "
         f"[{gap['ci_low']:+.2f}, {gap['ci_high']:+.2f}].",
     ]
-    return "In this run:\n\n" + "\n".join(lines) + "\n\n" + budget_text(arms_tab, batch_size)
+    closing = budget_text(arms_tab, batch_size) + (" " + collapse if collapse else "")
+    return "In this run:\n\n" + "\n".join(lines) + "\n\n" + closing
 
 
 def format_arms(arms_tab: pd.DataFrame) -> pd.DataFrame:
-    """Display form of the arms table (Table 4)."""
+    """Display form of the arms table (Table 4); the last losses stay in the CSV."""
     return pd.DataFrame(
         {
             "Arm": arms_tab["label"],
             "latent": arms_tab["latent_dim"],
             "β": [f"{b:g}" for b in arms_tab["beta"]],
             "masked": ["yes" if m else "no" for m in arms_tab["mask"]],
-            "training images (polyps)": [
-                f"{n} ({p})"
-                for n, p in zip(
-                    arms_tab["train_images"], arms_tab["train_polyp_images"], strict=True
-                )
-            ],
+            "images": arms_tab["train_images"],
+            "of which polyps": arms_tab["train_polyp_images"],
             "images seen": arms_tab["images_seen"],
             "time (s)": arms_tab["train_seconds"].round(1),
-            "last recon / KLD": [
-                f"{r:.0f} / {k:.1f}"
-                for r, k in zip(arms_tab["final_recon"], arms_tab["final_kld"], strict=True)
-            ],
         }
     ).set_index("Arm")

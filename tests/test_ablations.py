@@ -343,7 +343,7 @@ def test_study_table_pairs_by_image_and_reports_the_change():
     assert better["psnr_ci_low"] < 20.5 < better["psnr_ci_high"]
     assert "higher" in ab.study_text(table, "baseline")
     shown = ab.format_study(table, "baseline")
-    assert shown.loc["base", "Δ PSNR (dB)"] == "reference"
+    assert shown.loc["base", "Δ PSNR [95 % CI]"] == "reference"
 
 
 def test_run_arm_resumes_only_on_the_same_data_and_settings(tmp_path):
@@ -428,3 +428,36 @@ def test_notebook_08_runs_with_tiny_parameters(processed):
     assert [int(n) for n in re.findall(r"\*\*Table (\d+):", text)] == list(range(4, 12))
     outputs = json.dumps([c.get("outputs", []) for c in nb.cells])
     assert "Error" not in outputs and "In this run" in outputs
+
+
+def test_collapse_note_names_only_the_collapsed_arms():
+    per_image = pd.DataFrame(
+        {
+            "entry": ["baseline", "baseline", "latent32", "baseline (masked scoring)"],
+            "arm": ["baseline", "baseline", "latent32", "baseline"],
+            "images": [ab.HEALTHY_TEST, ab.HEALTHY_TEST, ab.HEALTHY_TEST, ab.HEALTHY_TEST],
+            "kld": [0.1, 0.3, 12.0, 99.0],
+        }
+    )
+    means = ab.mean_kld(per_image)
+    assert means == pytest.approx({"baseline": 0.2, "latent32": 12.0})
+    note = ab.collapse_text(means, {"baseline": "base", "latent32": "latent 32"})
+    assert "1 of 2 arms" in note and "base 0.20" in note and "latent 32" not in note
+    assert ab.collapse_text({"latent32": 12.0}, {}) == ""
+
+
+def test_loss_curves_switch_to_log_scale_for_wide_ranges(tmp_path):
+    import matplotlib.pyplot as plt
+
+    hist = {
+        "a": pd.DataFrame(
+            {"epoch": [1, 2], "recon": [5.0, 4.0], "kld": [8e4, 2.0], "total": [9.0, 6.0]}
+        ),
+        "b": pd.DataFrame(
+            {"epoch": [1, 2], "recon": [6.0, 5.0], "kld": [3.0, 1.0], "total": [9.0, 6.0]}
+        ),
+    }
+    fig = ab.plot_histories(hist, path=tmp_path / "curves.png")
+    scales = [ax.get_yscale() for ax in fig.axes]
+    plt.close(fig)
+    assert scales == ["linear", "log", "linear"] and (tmp_path / "curves.png").is_file()
