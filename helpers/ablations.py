@@ -701,8 +701,7 @@ def format_study(table: pd.DataFrame, reference: str) -> pd.DataFrame:
             {
                 "Arm": r["label"],
                 "Images": SHORT_SETS.get(r["images"], r["images"]),
-                "n": int(r["n"]),
-                "PSNR (dB)": f"{r['psnr_mean']:.2f}",
+                "PSNR": f"{r['psnr_mean']:.2f}",
                 "Δ PSNR [95 % CI]": _delta_cell(r, "psnr", 2, ref),
                 "SSIM": f"{r['ssim_mean']:.3f}",
                 "Δ SSIM [95 % CI]": _delta_cell(r, "ssim", 3, ref),
@@ -1011,15 +1010,29 @@ def study_text(table: pd.DataFrame, reference: str) -> str:
     return " ".join(parts)
 
 
+def _and_join(items: Sequence[str]) -> str:
+    """'a', 'a and b', 'a, b and c'."""
+    items = list(items)
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
 def green_text(table: pd.DataFrame) -> str:
-    """Sentences on the green-box rates: real data first (detector check), then samples."""
-    rates = {r.images: r for r in table.itertuples()}
-    parts = []
-    for name, r in rates.items():
-        parts.append(
-            f"{name}: {100 * r.rate:.1f} % [{100 * r.ci_low:.1f}, {100 * r.ci_high:.1f}] of {r.n}"
-        )
-    return "Share of images with a green-dominant corner square: " + "; ".join(parts) + "."
+    """Sentences on the green-box rates: real images first (detector check), then samples."""
+    real = table[table["images"].str.startswith("real: ")]
+    fake = table[table["images"].str.startswith("samples: ")]
+    real_part = _and_join(
+        [
+            f"{100 * r.rate:.1f} % of the {r.images.removeprefix('real: ')}"
+            for r in real.itertuples()
+        ]
+    )
+    fake_part = ", ".join(
+        f"{r.images.removeprefix('samples: ')} {100 * r.rate:.1f} %" for r in fake.itertuples()
+    )
+    text = f"The green-box detector flags {real_part}."
+    if len(real) and real["rate"].max() == 0:
+        text += " It finds no box in real images, so its sample rates below cannot be trusted."
+    return text + f" Among the images decoded from noise: {fake_part} (intervals in Table 8)."
 
 
 def anomaly_text(table: pd.DataFrame, labels: Mapping[str, str]) -> str:
@@ -1212,8 +1225,8 @@ def format_arms(arms_tab: pd.DataFrame) -> pd.DataFrame:
             "β": [f"{b:g}" for b in arms_tab["beta"]],
             "masked": ["yes" if m else "no" for m in arms_tab["mask"]],
             "images": arms_tab["train_images"],
-            "of which polyps": arms_tab["train_polyp_images"],
-            "images seen": arms_tab["images_seen"],
+            "polyps": arms_tab["train_polyp_images"],
+            "seen": arms_tab["images_seen"],
             "time (s)": arms_tab["train_seconds"].round(1),
         }
     ).set_index("Arm")
