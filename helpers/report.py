@@ -51,6 +51,8 @@ ORIGINAL_METRICS = {
     ("bce", "psnr"): (16.584135, 2.276679),
     ("bce", "ssim"): (0.447347, 0.093633),
 }
+# Lines of a pandoc longtable that a plain tabular does not have.
+TABLE_DROP_LINES = ("\\endhead", "\\endfirsthead", "\\endfoot", "\\endlastfoot")
 # Parameters shown on the title page (in this order) when a notebook declares them.
 KEY_SETTINGS = (
     "data_dir",
@@ -575,8 +577,37 @@ def html_tables_to_latex(nb) -> Any:
             data = output.get("data", {})
             if "<table" in str(data.get("text/html", "")) and "text/latex" not in data:
                 html = re.sub(r"<style.*?</style>", "", str(data["text/html"]), flags=re.S)
-                data["text/latex"] = pandoc(html, "html", "latex")
+                data["text/latex"] = fit_table(pandoc(html, "html", "latex"))
     return nb
+
+
+def fit_table(latex: str) -> str:
+    """Turn pandoc's longtable into a tabular shrunk to the text width when it is wider."""
+    match = re.search(r"\\begin\{longtable\}(\[[^\]]*\])?", latex)
+    if not match or "\\end{longtable}" not in latex:
+        return latex
+    spec, rest = _brace_group(latex[match.end() :])
+    keep = [
+        line
+        for line in rest.split("\\end{longtable}")[0].splitlines()
+        if line.strip() not in TABLE_DROP_LINES and not line.strip().startswith("\\bottomrule")
+    ]
+    body = "\n".join(keep).strip()
+    return (
+        "\\begin{center}\\begin{adjustbox}{max width=\\linewidth}\n"
+        f"\\begin{{tabular}}{{{spec}}}\n{body}\n\\bottomrule\n\\end{{tabular}}\n"
+        "\\end{adjustbox}\\end{center}"
+    )
+
+
+def _brace_group(text: str) -> tuple[str, str]:
+    """Split "{a{b}c} rest" into ("a{b}c", " rest")."""
+    depth = 0
+    for i, char in enumerate(text):
+        depth += {"{": 1, "}": -1}.get(char, 0)
+        if depth == 0:
+            return text[1:i], text[i + 1 :]
+    raise ValueError(f"unbalanced braces in LaTeX table spec: {text[:40]!r}")
 
 
 def export_html(nb, path: Path) -> Path:

@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import hashlib
 import json
 import os
 import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -46,6 +47,7 @@ DATA_ALIASES = {"synthetic": "", "embedded": ""}
 # helpers files that do not change what a notebook computes (left out of the stamp hash).
 STAMP_EXCLUDE = ("run.py", "report.py")
 KERNEL = "python3"
+FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 # Parameter names that count something (epochs, n_*, max_*, *_every): negative values are errors.
 COUNT_NAME = re.compile(r"((^|_)(n|max|num)_|epochs$|_every$|_count$)")
 # Keep the kernel's own start-up warnings (e.g. "running over TCP without encryption") quiet.
@@ -115,20 +117,28 @@ def inspect_parameters(path: Path) -> dict[str, dict]:
 
 def _papermill_parameters(path: Path, nb) -> dict[str, dict]:
     """papermill.inspect_notebook, quiet, with a python kernelspec when the notebook has none."""
-    import logging
-
     import papermill as pm
 
-    logger = logging.getLogger("papermill")
-    level, logger.level = logger.level, logging.ERROR
-    try:
+    with quiet_papermill():
         if nb.metadata.get("kernelspec", {}).get("name"):
             return pm.inspect_notebook(str(path))
         translator = pm.translators.papermill_translators.find_translator(KERNEL, "python")
         cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
         return {p.name: p._asdict() for p in translator.inspect(cell)}
+
+
+@contextlib.contextmanager
+def quiet_papermill() -> Iterator[None]:
+    """Silence papermill's "Unable to parse line" warnings (ast_parameters covers those lines)."""
+    import logging
+
+    logger = logging.getLogger("papermill.translators")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
     finally:
-        logger.level = level
+        logger.setLevel(level)
 
 
 def ast_parameters(source: str, path: Path | None = None) -> dict[str, dict]:
@@ -216,13 +226,24 @@ def load_profile(profile: str) -> dict[str, dict]:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise UsageError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
-    unknown = set(data) - {"parameters", "notebooks", "description"}
-    if not isinstance(data, dict) or unknown:
-        raise UsageError(f"{path}: expected keys parameters/notebooks, got {sorted(unknown)}")
+    if not isinstance(data, dict) or set(data) - {"parameters", "notebooks", "description"}:
+        raise UsageError(f"{path}: expected a map with keys parameters, notebooks, description")
     params, per_nb = data.get("parameters") or {}, data.get("notebooks") or {}
-    if not isinstance(params, dict) or not all(isinstance(v, dict) for v in per_nb.values()):
-        raise UsageError(f"{path}: parameters and notebooks.<name> must be maps")
-    return {"parameters": dict(params), "notebooks": {str(k): dict(v) for k, v in per_nb.items()}}
+    if not isinstance(params, dict) or not isinstance(per_nb, dict):
+        raise UsageError(f"{path}: parameters and notebooks must be maps")
+    if not all(isinstance(v, dict) for v in per_nb.values()):
+        raise UsageError(f"{path}: every notebooks.<name> entry must be a map")
+    return {
+        "parameters": {k: as_number(v) for k, v in params.items()},
+        "notebooks": {str(k): {n: as_number(v) for n, v in d.items()} for k, d in per_nb.items()},
+    }
+
+
+def as_number(value: Any) -> Any:
+    """ "1e-3" -> 0.001: YAML 1.1 reads exponents without a dot as strings; others unchanged."""
+    if isinstance(value, str) and FLOAT_RE.fullmatch(value.strip()):
+        return float(value)
+    return value
 
 
 def parse_value(text: str) -> Any:
@@ -230,7 +251,7 @@ def parse_value(text: str) -> Any:
     import yaml
 
     try:
-        return yaml.safe_load(text) if text.strip() else ""
+        return as_number(yaml.safe_load(text)) if text.strip() else ""
     except yaml.YAMLError:
         return text
 
@@ -370,7 +391,7 @@ def validate(
     seen = set()
     for nb in selected:
         for name, value in resolved[nb.name].items():
-            problem = type_error(name, value, _declared_type(nb.params[name]))
+            problem = type_error(name, value, _declared_type(nb.params.get(name, {})))
             problem = problem or value_error(name, value)
             if problem and problem not in seen:
                 seen.add(problem)
@@ -462,15 +483,16 @@ def execute(nb: Notebook, params: dict[str, Any], run_dir: Path) -> Path:
     out = run_dir / "executed" / nb.path.name
     partial = out.with_name(f".{nb.name}.partial.ipynb")
     try:
-        pm.execute_notebook(
-            str(nb.path),
-            str(partial),
-            parameters=params,
-            cwd=str(nb.path.parent),
-            kernel_name=KERNEL,
-            progress_bar=False,
-            extra_arguments=KERNEL_ARGS,
-        )
+        with quiet_papermill():
+            pm.execute_notebook(
+                str(nb.path),
+                str(partial),
+                parameters=params,
+                cwd=str(nb.path.parent),
+                kernel_name=KERNEL,
+                progress_bar=False,
+                extra_arguments=KERNEL_ARGS,
+            )
     finally:
         if partial.exists():
             with open(partial, "rb") as fh:

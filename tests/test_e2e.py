@@ -27,7 +27,8 @@ CAPTION = re.compile(r"^\*\*((?:Figure|Table) \w+):\*\*\s*(.+)$", re.M)
 
 
 def _squash(text: str) -> str:
-    """Text without whitespace, hyphens and markdown marks (PDF line breaks and hyphenation)."""
+    """Text without whitespace, hyphens, markdown marks and curly quotes (as pdftotext gives)."""
+    text = text.translate(str.maketrans("‘’“”–—", "''\"\"--"))  # pandoc's smart quotes
     return re.sub(r"[\s\-*_`$\\{}]", "", text)
 
 

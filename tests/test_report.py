@@ -273,3 +273,19 @@ def test_ablation_paragraph_reads_notebook_08(fake_run):
     summary = report.merge_notebooks(fake_run).cells[-1].source
     assert "for 7 epochs per arm (latent sizes 6,64)" in summary
     assert "ablation_latent.csv" in summary
+
+
+def test_fit_table_makes_a_shrinkable_tabular():
+    pytest.importorskip("nbconvert")
+    if shutil.which("pandoc") is None:
+        pytest.skip("needs pandoc")
+    from nbconvert.utils.pandoc import pandoc
+
+    wide = pd.DataFrame(np.arange(40).reshape(2, 20), columns=[f"column {i}" for i in range(20)])
+    latex = report.fit_table(pandoc(wide.to_html(), "html", "latex"))
+    assert "longtable" not in latex and "\\endhead" not in latex
+    assert latex.count("\\begin{tabular}") == 1 and latex.count("\\bottomrule") == 1
+    assert "max width=\\linewidth" in latex
+    assert latex.index("column 19") < latex.index("\\midrule") < latex.index("39")
+    assert latex.rstrip().endswith("\\end{adjustbox}\\end{center}")
+    assert report.fit_table("no table here") == "no table here"
