@@ -73,7 +73,9 @@ def plot_loss_curves(
     for ax, column, label in zip(
         axes, ("recon", "kld", "total"), (recon_label, "KL divergence", "total"), strict=True
     ):
-        ax.plot(history["epoch"], history[column], lw=1.5, marker="o" if len(history) <= 20 else None)
+        ax.plot(
+            history["epoch"], history[column], lw=1.5, marker="o" if len(history) <= 20 else None
+        )
         ax.set_xlabel("epoch")
         ax.set_ylabel("loss per batch (sum)")
         ax.set_title(label)
