@@ -36,26 +36,11 @@ def _outputs_text(executed) -> str:
 
 
 def test_notebook_shape():
-    nb = _notebook()
-    nbformat.validate(nb)
-    cells = nb.cells
-    assert all(c.get("id") for c in cells)
-    assert all(
-        not c.get("outputs") and c.get("execution_count") is None
-        for c in cells
-        if c.cell_type == "code"
-    )
-    tags = [c.metadata.get("tags", []) for c in cells]
-    assert cells[0].source.startswith("# 01 · ") and "colab-badge.svg" in cells[0].source
-    assert f"notebooks/{NAME}.ipynb" in cells[0].source
-    assert "google.colab" in cells[1].source
-    assert [i for i, t in enumerate(tags) if "parameters" in t] == [3]
-    assert all("report-skip" in t for t in tags[:5])
+    """Notebook 01's own parameters and sections (generic shape: test_notebooks_clean.py)."""
+    cells = _notebook().cells
     params = cells[3].source
     for name in (*TINY_PARAMS[NAME], "run_dir", "data_dir", "seed", "healthy_test_fraction"):
         assert re.search(rf"^{name}: \w+ = ", params, re.M), name
-    for line in params.splitlines():
-        assert re.match(r"^\w+: (str|int|float|bool) = .+  # .+", line), line
     text = "\n".join(c.source for c in cells)
     order = [
         "## 1. Introduction",

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import re
 
 import nbformat
 import numpy as np
 import pandas as pd
-import papermill
 import pytest
 from conftest import run_notebook
 from PIL import Image
@@ -79,31 +77,10 @@ def eval_run(request, fake_run):
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
-def test_notebook_shape(name):
-    nb = nbformat.read(paths.notebooks_dir() / f"{name}.ipynb", as_version=4)
-    nbformat.validate(nb)
-    cells = nb.cells
-    assert all(c.get("id") for c in cells)
-    assert all(
-        not c.get("outputs") and c.get("execution_count") is None
-        for c in cells
-        if c.cell_type == "code"
-    )
-    tags = [c.metadata.get("tags", []) for c in cells]
-    assert cells[0].cell_type == "markdown" and cells[0].source.startswith(f"# {name[:2]} · ")
-    assert "colab-badge.svg" in cells[0].source and f"notebooks/{name}.ipynb" in cells[0].source
-    assert "google.colab" in cells[1].source
-    assert [i for i, t in enumerate(tags) if "parameters" in t] == [3]
-    assert all("report-skip" in t for t in tags[:5])
-    params = cells[3].source
-    for required in ("run_dir: str = ", "seed: int = ", "device: str = "):
-        assert required in params
-    names = []
-    for line in params.splitlines():
-        assert re.match(r"^\w+: (str|int|float|bool) = [^=]+  # [^=]+$", line), line
-        names.append(line.split(":")[0])
-    inspected = papermill.inspect_notebook(str(paths.notebooks_dir() / f"{name}.ipynb"))
-    assert list(inspected) == names  # papermill (and so the runner) sees every parameter
+def test_notebook_parameters(name):
+    """Notebooks 05-07 take a device (generic shape: test_notebooks_clean.py)."""
+    params = nbformat.read(paths.notebooks_dir() / f"{name}.ipynb", as_version=4).cells[3].source
+    assert "device: str = " in params
 
 
 def _sources(name):

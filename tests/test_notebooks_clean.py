@@ -60,3 +60,29 @@ def test_valid_nbformat_with_cell_ids(name):
     nbformat.validate(nb)
     assert all(cell.get("id") for cell in nb.cells), f"{name}: every cell needs an id"
     assert not nb.metadata.get("papermill"), f"{name}: papermill metadata means it was executed"
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_house_shape(name):
+    """Title + Colab badge, guarded setup, imports, one typed parameters cell, all report-skip."""
+    import re
+
+    import papermill
+
+    cells = _read(name).cells
+    stem = name.split("/")[-1].removesuffix(".ipynb")
+    title = cells[0]
+    assert title.cell_type == "markdown" and title.source.startswith(f"# {stem[:2]} · ")
+    assert "colab-badge.svg" in title.source and f"notebooks/{stem}.ipynb" in title.source
+    assert "google.colab" in cells[1].source, f"{name}: cell 1 must be the guarded Colab setup"
+    tags = [c.metadata.get("tags", []) for c in cells]
+    assert [i for i, t in enumerate(tags) if "parameters" in t] == [3], name
+    assert all("report-skip" in t for t in tags[:5]), f"{name}: cells 0-4 must be report-skip"
+    params = cells[3].source
+    names = []
+    for line in params.splitlines():
+        assert re.match(r"^\w+: (str|int|float|bool) = [^=]+  # [^=]+$", line), f"{name}: {line}"
+        names.append(line.split(":")[0])
+    assert {"run_dir", "seed"} <= set(names), f"{name}: run_dir and seed are required"
+    inspected = papermill.inspect_notebook(str(paths.PROJECT_ROOT / name))
+    assert list(inspected) == names, f"{name}: papermill must see every parameter"
