@@ -201,23 +201,18 @@ def data_source(run_dir: Path, nbs: dict[str, Any]) -> tuple[str, bool]:
     return f"Kvasir from {value}", False
 
 
+def _git(*args: str) -> subprocess.CompletedProcess:
+    """Run a git command in the project root and capture its output."""
+    return subprocess.run(
+        ["git", *args], cwd=paths.PROJECT_ROOT, capture_output=True, text=True, timeout=10
+    )
+
+
 def git_commit() -> str:
     """Short commit of the project (with "+ local changes" when the tree is dirty)."""
     try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=paths.PROJECT_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=paths.PROJECT_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
+        head = _git("rev-parse", "--short", "HEAD")
+        dirty = _git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         return "unknown (git not available)"
     if head.returncode != 0:
