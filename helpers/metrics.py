@@ -564,7 +564,7 @@ def format_extended(extended: pd.DataFrame) -> pd.DataFrame:
                 "SSIM 95 % CI": ssim_ci,
             }
         )
-    return pd.DataFrame.from_records(records)
+    return pd.DataFrame.from_records(records).set_index("Model")
 
 
 def format_paired(paired: pd.DataFrame, a: str = "MSE", b: str = "BCE") -> pd.DataFrame:
@@ -582,4 +582,4 @@ def format_paired(paired: pd.DataFrame, a: str = "MSE", b: str = "BCE") -> pd.Da
                 f"{a} higher": f"{row[f'{a} higher (% of images)']:.0f} %",
             }
         )
-    return pd.DataFrame.from_records(records)
+    return pd.DataFrame.from_records(records).set_index("Images")

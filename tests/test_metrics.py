@@ -211,12 +211,13 @@ def test_paired_and_formatted_tables():
     row = paired[(paired["images"] == "polyps (all)") & (paired["metric"] == "PSNR")].iloc[0]
     assert row["mean MSE - BCE"] == pytest.approx(1.0) and row["n"] == 20
     shown = metrics.format_paired(paired)
-    assert shown.loc[0, "Mean MSE - BCE"] == "+1.00"
+    assert shown.index.name == "Images" and shown["Mean MSE - BCE"].iloc[0] == "+1.00"
     ext = metrics.format_extended(metrics.extended_table(per_image, n_boot=300))
+    assert ext.index.name == "Model"  # shown as the row label, not a 0..n index
     assert list(ext.columns) == [
-        "Model", "Images", "n", "PSNR (dB)", "PSNR 95 % CI", "SSIM", "SSIM 95 % CI"
+        "Images", "n", "PSNR (dB)", "PSNR 95 % CI", "SSIM", "SSIM 95 % CI"
     ]  # fmt: skip
-    assert " ± " in ext.loc[0, "PSNR (dB)"] and ext.loc[0, "SSIM 95 % CI"].startswith("[")
+    assert " ± " in ext["PSNR (dB)"].iloc[0] and ext["SSIM 95 % CI"].iloc[0].startswith("[")
 
 
 def test_with_original_and_embedded_detection(tmp_path):
