@@ -308,7 +308,7 @@ def classifier_pretrained(run_dir: Path, nbs: dict[str, Any]) -> bool | None:
         ]
         if cols and len(frame):
             return str(frame[cols[0]].iloc[0]).strip().lower() in ("true", "1", "yes")
-    text = "\n".join(_output_texts(nb) for nb in nbs.values())
+    text = "\n".join(output_texts(nb) for nb in nbs.values())
     if NO_IMAGENET in text:
         return False
     if WITH_IMAGENET in text:
@@ -316,7 +316,7 @@ def classifier_pretrained(run_dir: Path, nbs: dict[str, Any]) -> bool | None:
     return None
 
 
-def _output_texts(nb) -> str:
+def output_texts(nb) -> str:
     """The markdown and plain-text outputs of a notebook, joined."""
     texts = []
     for cell in nb.cells:

@@ -13,6 +13,7 @@ from conftest import TINY_PARAMS, run_notebook
 from helpers import paths
 from helpers.model import EndoVAE, count_parameters
 from helpers.paths import RunPaths
+from helpers.report import output_texts
 
 TRAIN = {"03_train_mse": "mse", "04_train_bce": "bce"}
 HEADINGS = {
@@ -43,16 +44,6 @@ def source(name: str):
 def parameters_cell(nb):
     """The cell tagged `parameters`."""
     return next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
-
-
-def output_text(nb) -> str:
-    """Markdown and plain-text outputs of an executed notebook, joined."""
-    parts = []
-    for cell in nb.cells:
-        for out in cell.get("outputs", []):
-            data = out.get("data", {})
-            parts.append(str(data.get("text/markdown", "")) + str(out.get("text", "")))
-    return "\n".join(parts)
 
 
 def assert_caption_follows_image(nb, caption: str) -> None:
@@ -98,7 +89,7 @@ def test_training_notebooks_share_their_code():
 def test_notebook_02_runs(tmp_path):
     run_dir = tmp_path / "run"
     out = nbformat.read(run_notebook("02_architecture", run_dir), as_version=4)
-    text = output_text(out)
+    text = output_texts(out)
     model = EndoVAE()
     n_enc, n_dec = count_parameters(model.encoder), count_parameters(model.decoder)
     assert f"{n_enc:,} in the encoder and {n_dec:,} in the decoder" in text
@@ -127,7 +118,7 @@ def test_training_notebook_outputs(tiny_run, name):
     assert final.iloc[0, 0] == pytest.approx(history["recon"].iloc[-1], rel=1e-6)
     out = nbformat.read(rp.executed / f"{name}.ipynb", as_version=4)
     assert_caption_follows_image(out, CAPTIONS[name])
-    text = output_text(out)
+    text = output_texts(out)
     assert "trained from scratch" in text and "images per second" in text
     assert f"{history['recon'].iloc[-1]:,.0f} per batch of" in text
 
@@ -140,5 +131,5 @@ def test_training_notebook_rerun_resumes(tiny_run, tmp_path):
     out = nbformat.read(
         run_notebook("03_train_mse", run_dir, **TINY_PARAMS["03_train_mse"]), as_version=4
     )
-    assert "loaded without training" in output_text(out)
+    assert "loaded without training" in output_texts(out)
     assert RunPaths(run_dir).checkpoint("mse").read_bytes() == before

@@ -89,6 +89,12 @@ def _sources(name):
     return "\n".join(c.source for c in nb.cells)
 
 
+def assert_in_order(text: str, items: list[str]) -> None:
+    """Every item occurs in text, in the given order."""
+    positions = [text.index(s) for s in items]
+    assert positions == sorted(positions), items
+
+
 def test_headings_and_captions_in_order():
     text = _sources("05_generation_reconstruction")
     order = [
@@ -100,7 +106,7 @@ def test_headings_and_captions_in_order():
         "**Figure 7:** A few samples of healthy images along with their reconstruction by the two models.",
         "**Figure 8:** A few samples of polyp images along with their reconstruction by the two models.",
     ]
-    assert [text.index(s) for s in order] == sorted(text.index(s) for s in order)
+    assert_in_order(text, order)
     text = _sources("06_metrics")
     order = [
         "## 7. Quantitative evaluation",
@@ -109,7 +115,7 @@ def test_headings_and_captions_in_order():
         "**Table 2b:**",
         "## 8. Result analysis and discussion",
     ]
-    assert [text.index(s) for s in order] == sorted(text.index(s) for s in order)
+    assert_in_order(text, order)
     text = _sources("07_classifier_bonus")
     assert text.index("## 9. Bonus: classifier training") < text.index("**Table 3:** Evaluation")
     assert "**Figure 9:** ROC curves of the real-vs-reconstructed classifiers." in text
