@@ -23,13 +23,11 @@ import hashlib
 import io
 import json
 import math
-import multiprocessing
 import os
-import sys
 import time
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +38,7 @@ from PIL import Image
 
 from helpers import atomic
 from helpers.kvasir import ALL_CLASSES, HEALTHY_CLASSES, POLYP_CLASS, list_images
+from helpers.pool import process_pool
 
 PIPELINE_VERSION = 1
 FLIPS = ("none", "h", "v", "hv")
@@ -549,13 +548,6 @@ def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
         yield items[start : start + size]
 
 
-def _pool_context() -> multiprocessing.context.BaseContext:
-    """fork on Linux (workers touch only PIL/numpy; scripts need no main guard), else spawn."""
-    if sys.platform.startswith("linux"):
-        return multiprocessing.get_context("fork")
-    return multiprocessing.get_context("spawn")
-
-
 def _run_tasks(tasks: list[_Task], workers: int, progress: bool) -> list[dict[str, Any]]:
     """Process all tasks (in parallel when worthwhile) with a tqdm bar; results in task order."""
     from tqdm.auto import tqdm
@@ -571,7 +563,7 @@ def _run_tasks(tasks: list[_Task], workers: int, progress: bool) -> list[dict[st
         chunk = max(1, min(32, math.ceil(len(tasks) / (workers * 8))))
         pieces = list(_chunks(tasks, chunk))
         out: list[list[dict[str, Any]] | None] = [None] * len(pieces)
-        with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context()) as pool:
+        with process_pool(workers) as pool:
             futures = {pool.submit(_process_chunk, piece): i for i, piece in enumerate(pieces)}
             for future in as_completed(futures):
                 out[futures[future]] = future.result()

@@ -17,12 +17,9 @@ from __future__ import annotations
 import io
 import json
 import math
-import multiprocessing
 import os
 import re
-import sys
 import warnings
-from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +30,7 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 from helpers import paths
 from helpers.atomic import atomic_write_bytes, atomic_write_text
 from helpers.kvasir import ALL_CLASSES, POLYP_CLASS
+from helpers.pool import process_pool
 
 GENERATOR_VERSION = "1"
 STAMP_NAME = "SYNTHETIC.json"  # written last: its presence means the tree is complete
@@ -711,13 +709,6 @@ def _check_count(name: str, value: object, minimum: int) -> int:
     return int(value)
 
 
-def _pool_context() -> multiprocessing.context.BaseContext:
-    """Start method for the worker pool: fork on Linux (works from scripts, -c and notebooks)."""
-    if sys.platform.startswith("linux"):
-        return multiprocessing.get_context("fork")
-    return multiprocessing.get_context()
-
-
 def _run_jobs(jobs: list[tuple[str, str, int, int]], workers: int, progress: bool) -> None:
     """Render and write `jobs`, spread over `workers` processes, with a progress bar."""
     from tqdm.auto import tqdm
@@ -729,7 +720,7 @@ def _run_jobs(jobs: list[tuple[str, str, int, int]], workers: int, progress: boo
         if workers > 1:
             chunk = max(1, min(8, len(jobs) // (4 * workers)))
             try:
-                with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context()) as pool:
+                with process_pool(workers) as pool:
                     for rel in pool.map(_write_frame, jobs, chunksize=chunk):
                         done.add(rel)
                         bar.update()
