@@ -6,6 +6,11 @@ Environment variables:
     ENDOVAE_DATA_DIR   where raw data lives: downloads and the embedded Kvasir-like set
                        (default: <root>/data)
     ENDOVAE_SHARED_DIR the shared folder beside the project (default: <root>/../shared)
+    ENDOVAE_REPORT_DIR where the merged report is written (default: <root>/report/build)
+    ENDOVAE_INVOCATION_DIR  the folder the user ran the command from; relative paths (the
+                       variables above, `run_dir`, `data_dir`) resolve against it, else
+                       against the current working directory. The runner sets it, because
+                       its notebook kernels run with notebooks/ as their working directory.
 """
 
 from __future__ import annotations
@@ -18,10 +23,28 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PROFILE = "quick"
 
 
+INVOCATION_ENV = "ENDOVAE_INVOCATION_DIR"
+
+
+def invocation_dir() -> Path:
+    """The folder the user ran the command from: $ENDOVAE_INVOCATION_DIR, else the cwd."""
+    value = os.environ.get(INVOCATION_ENV, "").strip()
+    base = Path(value).expanduser() if value else Path.cwd()
+    if not base.is_absolute():
+        raise ValueError(f"{INVOCATION_ENV}={value!r}: expected an absolute path")
+    return base
+
+
+def resolve_user_path(value: str | os.PathLike) -> Path:
+    """An absolute path for a path the user typed (relative = against invocation_dir())."""
+    path = Path(value).expanduser()
+    return (path if path.is_absolute() else invocation_dir() / path).resolve()
+
+
 def _env_path(name: str, default: Path) -> Path:
-    """Return the path in environment variable `name`, or `default`."""
+    """Return the path in environment variable `name` (resolved like user input), or `default`."""
     value = os.environ.get(name, "").strip()
-    return Path(value).expanduser().resolve() if value else default
+    return resolve_user_path(value) if value else default
 
 
 def runs_root() -> Path:
@@ -64,7 +87,7 @@ class RunPaths:
     def from_param(cls, run_dir: str | os.PathLike | None = "") -> RunPaths:
         """Resolve a notebook's `run_dir` parameter ("" = env override or runs/quick)."""
         if run_dir:
-            return cls(Path(run_dir).expanduser().resolve())
+            return cls(resolve_user_path(run_dir))
         return cls(_env_path("ENDOVAE_RUN_DIR", runs_root() / DEFAULT_PROFILE))
 
     @property

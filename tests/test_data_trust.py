@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from helpers.kvasir import ALL_CLASSES
+from helpers import kvasir, lock, paths
+from helpers.kvasir import ALL_CLASSES, POLYP_CLASS
 
 DEADLINE_S = 10.0
 
@@ -97,3 +98,99 @@ def test_data_trust_pool_workers_exit_when_parent_is_killed(tmp_path):
             os.kill(pid, signal.SIGKILL)
     assert survivors, f"workers {workers} outlived their killed parent by 5 s"
     assert time.monotonic() - started < 5.0
+
+
+# --- 5. one process at a time in a data folder --------------------------------------------------
+
+
+def _holder(script: str) -> subprocess.Popen:
+    """Start `script` in a child Python; wait until it prints its first line."""
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+def test_data_trust_lock_names_its_holder_and_dies_with_it(tmp_path):
+    path = tmp_path / "run" / ".endovae.lock"
+    script = (
+        "import time\n"
+        "from helpers.lock import file_lock\n"
+        f"with file_lock({str(path)!r}):\n"
+        "    print('ready', flush=True); time.sleep(30)\n"
+    )
+    proc = _holder(script)
+    try:
+        started = time.monotonic()
+        with pytest.raises(
+            lock.LockBusy, match=f"PID {proc.pid} \\(python.* -c import time"
+        ) as err:
+            with lock.file_lock(path, timeout=0.3, what="run folder x"):
+                pass
+        assert 0.3 <= time.monotonic() - started < 3
+        assert "\n" not in str(err.value) and str(err.value).startswith("run folder x")
+        assert lock.lock_holder(path)["pid"] == proc.pid
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+    with lock.file_lock(path, timeout=0) as held:  # the kernel dropped the dead holder's lock
+        assert lock.lock_holder(held)["pid"] == os.getpid()
+    assert not path.exists()
+
+
+def test_data_trust_second_extraction_waits_for_the_first(tmp_path):
+    import zipfile
+
+    archive = tmp_path / "k.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for name in ALL_CLASSES:
+            for i in range(3):
+                zf.writestr(f"kvasir-dataset/{name}/{i}.jpg", b"x" * 100)
+    dest = tmp_path / "data" / "kvasir" / "k"
+    script = (
+        "import time\n"
+        "from helpers import kvasir\n"
+        "real = kvasir._extract_member\n"
+        "def slow(zf, info, into):\n"
+        "    if info.filename.endswith('polyps/0.jpg'):\n"
+        "        print('ready', flush=True); time.sleep(1.5)\n"
+        "    return real(zf, info, into)\n"
+        "kvasir._extract_member = slow\n"
+        f"kvasir.safe_extract({str(archive)!r}, {str(dest)!r}, progress=False)\n"
+        "print('done', flush=True)\n"
+    )
+    proc = _holder(script)
+    try:
+        with pytest.raises(lock.LockBusy, match=f"extraction into .*PID {proc.pid}"):
+            kvasir.safe_extract(archive, dest, progress=False, lock_timeout=0.2)
+        assert kvasir.safe_extract(archive, dest, progress=False, lock_timeout=20) == dest
+        assert proc.stdout.readline().strip() == "done"  # the first one was not disturbed
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    assert kvasir.extraction_complete(dest) and len(list((dest / "kvasir-dataset").iterdir())) == 4
+
+
+# --- 6. relative paths mean the user's folder -------------------------------------------------
+
+
+def test_data_trust_relative_paths_resolve_against_the_invocation_dir(tmp_path, monkeypatch):
+    user, kernel = tmp_path / "user", tmp_path / "notebooks"
+    user.mkdir()
+    kernel.mkdir()
+    monkeypatch.chdir(kernel)  # papermill runs kernels in notebooks/
+    monkeypatch.setenv("ENDOVAE_INVOCATION_DIR", str(user))
+    monkeypatch.setenv("ENDOVAE_DATA_DIR", "my-data")
+    monkeypatch.setenv("ENDOVAE_RUN_DIR", "runs/mine")
+    assert paths.data_root() == user / "my-data"
+    assert paths.RunPaths.from_param("").root == user / "runs" / "mine"
+    assert paths.RunPaths.from_param("elsewhere").root == user / "elsewhere"
+    _tiny_tree(user / "frames", n=1)
+    source = kvasir.resolve_dataset("frames", progress=False)
+    assert source.class_dirs[POLYP_CLASS] == user / "frames" / POLYP_CLASS
+    monkeypatch.delenv("ENDOVAE_INVOCATION_DIR")
+    assert paths.data_root() == kernel / "my-data"  # no runner: the current folder
+    monkeypatch.setenv("ENDOVAE_INVOCATION_DIR", "relative/again")
+    with pytest.raises(ValueError, match="ENDOVAE_INVOCATION_DIR"):
+        paths.data_root()

@@ -7,6 +7,7 @@ import io
 import json
 import os
 import re
+import shutil
 import signal
 import stat
 import subprocess
@@ -71,9 +72,15 @@ class ServerState:
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
         self.requests: list[tuple[str, str | None]] = []
+        self.if_ranges: list[str | None] = []
         self.honour_range = True
+        self.send_length = True
         self.cut_next_at: int | None = None
         self.base = ""
+
+    def etag(self, name: str) -> str:
+        """The strong ETag of a served file (changes with its content)."""
+        return '"' + hashlib.sha256(self.files[name]).hexdigest()[:16] + '"'
 
     def url(self, name: str) -> str:
         """Full URL of a served file."""
@@ -93,14 +100,18 @@ def make_handler(state: ServerState):
 
         def do_GET(self):
             rng = self.headers.get("Range")
+            if_range = self.headers.get("If-Range")
             state.requests.append((self.path, rng))
-            body = state.files.get(self.path.lstrip("/"))
+            state.if_ranges.append(if_range)
+            name = self.path.lstrip("/")
+            body = state.files.get(name)
             if body is None:
                 self.send_error(404)
                 return
             start = 0
             match = re.fullmatch(r"bytes=(\d+)-", rng or "")
-            if match and state.honour_range:
+            current = if_range in (None, state.etag(name))
+            if match and state.honour_range and current:
                 start = int(match[1])
                 if start >= len(body):
                     self.send_response(416)
@@ -113,7 +124,9 @@ def make_handler(state: ServerState):
             else:
                 self.send_response(200)
             payload = body[start:]
-            self.send_header("Content-Length", str(len(payload)))
+            self.send_header("ETag", state.etag(name))
+            if state.send_length:
+                self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
             if state.cut_next_at is not None:  # simulate a dropped connection
                 payload, state.cut_next_at = payload[: state.cut_next_at], None
@@ -241,22 +254,46 @@ def test_download_full_and_lock_created(tmp_path, server, payload):
     assert entry["url"] == server.url("data.zip") and entry["date"]
 
 
+def write_part(dest: Path, data: bytes, url: str | None = None, etag: str | None = None) -> None:
+    """Leave a .part (and, with `url`, its metadata) as an interrupted download would."""
+    dest.with_name(dest.name + ".part").write_bytes(data)
+    if url:
+        meta = {"url": url, "validator": etag, "total": None}
+        dest.with_name(dest.name + ".part.meta.json").write_text(json.dumps(meta))
+
+
 def test_download_resumes_partial_part(tmp_path, server, payload):
     server.files["data.zip"] = payload
-    dest = tmp_path / "data.zip"
+    dest, url = tmp_path / "data.zip", server.url("data.zip")
     k = len(payload) // 3
-    dest.with_name("data.zip.part").write_bytes(payload[:k])
-    kvasir.download(server.url("data.zip"), dest, lock_file=tmp_path / "lock.json", progress=False)
+    write_part(dest, payload[:k], url, server.etag("data.zip"))
+    kvasir.download(url, dest, lock_file=tmp_path / "lock.json", progress=False)
     assert server.ranges() == [f"bytes={k}-"]
+    assert server.if_ranges == [server.etag("data.zip")]
+    assert dest.read_bytes() == payload
+    assert not dest.with_name("data.zip.part.meta.json").exists()
+
+
+def test_download_part_without_validator_resumes_only_when_verified(tmp_path, server, payload):
+    server.files["data.zip"] = payload
+    dest, url, k = tmp_path / "data.zip", server.url("data.zip"), len(payload) // 3
+    write_part(dest, payload[:k])  # nothing says which version of the file it holds
+    kvasir.download(url, dest, lock_file=tmp_path / "lock.json", progress=False)
+    assert server.ranges() == [None]  # started over
+    dest.unlink()
+    write_part(dest, payload[:k])
+    good = hashlib.sha256(payload).hexdigest()
+    kvasir.download(url, dest, sha256=good, lock_file=tmp_path / "l2.json", progress=False)
+    assert server.ranges()[-1] == f"bytes={k}-"  # the digest will catch a mixed file
     assert dest.read_bytes() == payload
 
 
 def test_download_restarts_when_range_ignored(tmp_path, server, payload):
     server.files["data.zip"] = payload
     server.honour_range = False
-    dest = tmp_path / "data.zip"
-    dest.with_name("data.zip.part").write_bytes(b"garbage that must not survive")
-    kvasir.download(server.url("data.zip"), dest, lock_file=tmp_path / "lock.json", progress=False)
+    dest, url = tmp_path / "data.zip", server.url("data.zip")
+    write_part(dest, b"garbage that must not survive", url, server.etag("data.zip"))
+    kvasir.download(url, dest, lock_file=tmp_path / "lock.json", progress=False)
     assert server.ranges() == ["bytes=29-"]
     assert dest.read_bytes() == payload
 
@@ -271,14 +308,15 @@ def test_download_resumes_after_dropped_connection(tmp_path, server, payload):
         progress=False,
     )
     assert server.ranges() == [None, "bytes=100000-"]
+    assert server.if_ranges == [None, server.etag("data.zip")]
     assert dest.read_bytes() == payload
 
 
 def test_download_part_already_complete(tmp_path, server, payload):
     server.files["data.zip"] = payload
-    dest = tmp_path / "data.zip"
-    dest.with_name("data.zip.part").write_bytes(payload)
-    kvasir.download(server.url("data.zip"), dest, lock_file=tmp_path / "lock.json", progress=False)
+    dest, url = tmp_path / "data.zip", server.url("data.zip")
+    write_part(dest, payload, url, server.etag("data.zip"))
+    kvasir.download(url, dest, lock_file=tmp_path / "lock.json", progress=False)
     assert server.ranges() == [f"bytes={len(payload)}-"]
     assert dest.read_bytes() == payload
 
@@ -489,7 +527,9 @@ def test_resolve_zip(isolated_dirs, jpeg):
     archive = make_zip(isolated_dirs / "kvasir-dataset-v2.zip", isolated_dirs / "src")
     source = kvasir.resolve_dataset(str(archive), progress=False)
     assert source.kind == "kvasir-v2"
-    assert source.root == isolated_dirs / "data" / "kvasir" / "kvasir-dataset-v2"
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    assert source.root == isolated_dirs / "data" / "kvasir" / f"kvasir-dataset-v2-{digest[:16]}"
+    assert source.fingerprint == digest
     assert source.counts[POLYP_CLASS] == 2
     other = archive.with_name("other.zip")
     other.write_bytes(archive.read_bytes())
@@ -572,3 +612,105 @@ def test_import_changes_no_state():
     code = "import os, sys; before = dict(os.environ); import helpers.kvasir; print(dict(os.environ) == before)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "True"
+
+
+# --- issue 10: trust only what was checked ------------------------------------------------------
+
+
+def test_trust_same_named_zips_get_their_own_trees(isolated_dirs, jpeg):
+    archives = {}
+    for folder, n in (("a", 3), ("b", 5)):
+        make_tree(isolated_dirs / folder / "src" / "kvasir-dataset", jpeg, n=n, classes=ALL_CLASSES)
+        archives[n] = make_zip(
+            isolated_dirs / folder / "kvasir-dataset.zip", isolated_dirs / folder / "src"
+        )
+    first = kvasir.resolve_dataset(str(archives[3]), progress=False)
+    second = kvasir.resolve_dataset(str(archives[5]), progress=False)
+    assert first.counts[POLYP_CLASS] == 3 and second.counts[POLYP_CLASS] == 5
+    assert first.root != second.root
+    digest = hashlib.sha256(archives[5].read_bytes()).hexdigest()
+    assert second.fingerprint == digest
+    wrong = hashlib.sha256(archives[3].read_bytes()).hexdigest()
+    with pytest.raises(ValueError, match=f"got {digest}, expected {wrong}") as err:
+        kvasir.resolve_dataset(str(archives[5]), sha256=wrong, progress=False)
+    assert "kvasir_sha256" in str(err.value)  # says which parameter to fix
+    right = kvasir.resolve_dataset(str(archives[5]), sha256=digest, progress=False)
+    assert right.counts[POLYP_CLASS] == 5 and "matches the given sha256" in right.description
+
+
+def test_trust_download_never_reuses_an_unverified_tree(isolated_dirs, server, jpeg, monkeypatch):
+    make_tree(isolated_dirs / "src" / "kvasir-dataset", jpeg, n=2, classes=ALL_CLASSES)
+    local = make_zip(isolated_dirs / "kvasir-dataset.zip", isolated_dirs / "src")
+    kvasir.resolve_dataset(str(local), progress=False)  # a local zip of the same name
+    urls = {"v1": server.url("kvasir-dataset.zip"), "v2": server.url("kvasir-dataset-v2.zip")}
+    monkeypatch.setattr(kvasir, "KVASIR_URLS", urls)
+    with pytest.raises(OSError, match="404"):  # no download possible: no silent "Kvasir v1"
+        kvasir.resolve_dataset("download", progress=False)
+    server.files["kvasir-dataset.zip"] = local.read_bytes()
+    source = kvasir.resolve_dataset("download", progress=False)
+    assert "pinned now" in source.check
+    zip_path = isolated_dirs / "data" / "downloads" / "kvasir-dataset.zip"
+    zip_path.unlink()
+    del server.files["kvasir-dataset.zip"]  # offline from here on
+    again = kvasir.resolve_dataset("download", progress=False)  # verified tree of the pin
+    assert again.root == source.root and "lock file" in again.check
+    lock = isolated_dirs / "data" / "kvasir.lock.json"
+    data = json.loads(lock.read_text())
+    data["downloads"][urls["v1"]]["sha256"] = "0" * 64
+    lock.write_text(json.dumps(data))
+    with pytest.raises(OSError, match="404"):  # the pin names another archive: not reused
+        kvasir.resolve_dataset("download", progress=False)
+
+
+def test_trust_truncated_download_without_length_is_not_pinned(tmp_path, server, payload):
+    server.files["data.zip"] = payload
+    server.send_length = False
+    server.cut_next_at = len(payload) // 2
+    url, dest, lock = server.url("data.zip"), tmp_path / "data.zip", tmp_path / "lock.json"
+    with pytest.raises(ValueError, match="NOT pinned") as err:
+        kvasir.download(url, dest, lock_file=lock, progress=False)
+    assert "Content-Length" in str(err.value) and "sha256" in str(err.value)
+    assert not lock.exists() and not dest.exists()
+    server.send_length = True  # the server now says how big the file is: resume and pin
+    kvasir.download(url, dest, lock_file=lock, progress=False)
+    assert dest.read_bytes() == payload
+    entry = json.loads(lock.read_text())["downloads"][url]
+    assert entry["sha256"] == hashlib.sha256(payload).hexdigest()
+
+
+def test_trust_resume_restarts_when_the_server_file_changed(tmp_path, server, payload):
+    old, new = payload, payload[::-1]
+    server.files["data.zip"] = old
+    url, dest = server.url("data.zip"), tmp_path / "data.zip"
+    k = len(old) // 3
+    write_part(dest, old[:k], url, server.etag("data.zip"))
+    old_etag = server.etag("data.zip")
+    server.files["data.zip"] = new
+    kvasir.download(url, dest, lock_file=tmp_path / "lock.json", progress=False)
+    assert server.ranges() == [f"bytes={k}-"] and server.if_ranges == [old_etag]
+    assert dest.read_bytes() == new  # not old[:k] + new[k:]
+
+
+def test_trust_mirror_is_held_to_the_official_pin(isolated_dirs, server, jpeg, monkeypatch):
+    make_tree(isolated_dirs / "src" / "kvasir-dataset", jpeg, n=2, classes=ALL_CLASSES)
+    archive = make_zip(isolated_dirs / "served.zip", isolated_dirs / "src").read_bytes()
+    official = server.url("kvasir-dataset.zip")
+    monkeypatch.setattr(kvasir, "KVASIR_URLS", {"v1": official, "v2": official + "2"})
+    server.files["kvasir-dataset.zip"] = archive
+    first = kvasir.resolve_dataset("download", progress=False)
+    data = isolated_dirs / "data"
+    (data / "downloads" / "kvasir-dataset.zip").unlink()
+    shutil.rmtree(first.root)
+    mirror = server.url("mirror/kvasir-dataset.zip")
+    server.files["mirror/kvasir-dataset.zip"] = archive[:-10] + b"0123456789"
+    with pytest.raises(ValueError, match="sha256 mismatch.*lock file"):
+        kvasir.resolve_dataset("download", url=mirror, progress=False)
+    server.files["mirror/kvasir-dataset.zip"] = archive
+    (data / "downloads" / "kvasir-dataset.zip.rejected").unlink()
+    source = kvasir.resolve_dataset("download", url=mirror, progress=False)
+    assert server.requests[-1][0] == "/mirror/kvasir-dataset.zip"
+    assert "mirror" in source.check and source.counts == first.counts
+    with pytest.raises(ValueError, match="url="):
+        kvasir.resolve_dataset("download", url="ftp://x", progress=False)
+    with pytest.raises(ValueError, match="url="):
+        kvasir.resolve_dataset("", url=mirror, progress=False)
