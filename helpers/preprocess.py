@@ -805,24 +805,79 @@ def _thumbnail(path: str | os.PathLike, longest: int = 320) -> np.ndarray:
         return np.asarray(rgb)
 
 
-def _pick_sources(frame: pd.DataFrame, n: int) -> list[str]:
-    """One training source id per healthy class, in class order (up to n)."""
-    picked = []
+def _raw_view(path: str | os.PathLike, longest: int = 320) -> tuple[np.ndarray, tuple] | None:
+    """A raw frame's thumbnail and full (width, height), or None when it cannot be read."""
+    try:
+        with Image.open(path) as original:
+            size = original.size
+        return _thumbnail(path, longest), size
+    except Exception:  # decoders raise many types on bad data; a figure just leaves it out
+        return None
+
+
+def _spread(items: Sequence[Any], n: int) -> list[Any]:
+    """`items` reordered: n evenly spaced ones first, then the rest (fallbacks) in order."""
+    if not items:
+        return []
+    first = np.unique(np.linspace(0, len(items) - 1, min(n, len(items))).astype(int)).tolist()
+    chosen = set(first)
+    return [items[i] for i in first] + [x for i, x in enumerate(items) if i not in chosen]
+
+
+def _thumbnails(files: Sequence[Path], n: int, longest: int) -> list[np.ndarray]:
+    """Up to n thumbnails of evenly spread files, skipping any file that cannot be read."""
+    out = []
+    for path in _spread(files, n):
+        if len(out) == n:
+            break
+        view = _raw_view(path, longest)
+        if view is not None:
+            out.append(view[0])
+    return out
+
+
+def accepted_sources(out_dir: str | os.PathLike, group: str = "polyps") -> list[Path]:
+    """Source files that preprocessing accepted for `group` (from the manifest), sorted."""
+    _check_group_split(group, None)
+    frame = load_manifest(out_dir)
+    return sorted({Path(f) for f in frame.loc[frame["group"] == group, "source_file"]})
+
+
+def _source_candidates(frame: pd.DataFrame) -> dict[str, list[str]]:
+    """Per healthy class, its accepted source ids: training sources first."""
+    picks = {}
     for name in HEALTHY_CLASSES:
         rows = frame[(frame["source_class"] == name) & (frame["group"] == "normal")]
-        if len(rows):
-            preferred = rows[rows["split"] == "train"]
-            picked.append(str((preferred if len(preferred) else rows)["source_id"].iloc[0]))
+        ordered = pd.concat([rows[rows["split"] == "train"], rows[rows["split"] != "train"]])
+        picks[name] = list(dict.fromkeys(ordered["source_id"].astype(str)))
+    return picks
+
+
+def _pick_sources(frame: pd.DataFrame, n: int) -> list[tuple[str, tuple]]:
+    """One readable accepted source per healthy class (up to n): (source id, raw view)."""
+    picked = []
+    for ids in _source_candidates(frame).values():
+        for source_id in ids:
+            file = frame.loc[frame["source_id"] == source_id, "source_file"].iloc[0]
+            view = _raw_view(file)
+            if view is not None:
+                picked.append((source_id, view))
+                break
     return picked[:n]
 
 
 def plot_before_after(out_dir: str | os.PathLike, n_sources: int = 3, path=None):
-    """Report Figure 1: raw frames (crop of the unflipped variant drawn) and their 4 variants."""
+    """Report Figure 1: raw frames (crop of the unflipped variant drawn) and their 4 variants.
+
+    Only source files that preprocessing accepted (the manifest) are opened.
+    """
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
     frame = load_manifest(out_dir)
     sources = _pick_sources(frame, n_sources)
+    if not sources:
+        raise FileNotFoundError(f"no readable healthy source frame listed in {out_dir}; {PRODUCER}")
     fig, axes = plt.subplots(
         len(sources),
         1 + len(FLIPS),
@@ -830,11 +885,8 @@ def plot_before_after(out_dir: str | os.PathLike, n_sources: int = 3, path=None)
         gridspec_kw={"width_ratios": [1.35] + [1] * len(FLIPS)},
         squeeze=False,
     )
-    for row_axes, source_id in zip(axes, sources, strict=True):
+    for row_axes, (source_id, (raw, (width, height))) in zip(axes, sources, strict=True):
         rows = frame[frame["source_id"] == source_id].set_index("flip")
-        raw = _thumbnail(rows["source_file"].iloc[0])
-        with Image.open(rows["source_file"].iloc[0]) as original:
-            width, height = original.size
         ax = row_axes[0]
         ax.imshow(raw)
         box = crop_box((raw.shape[1], raw.shape[0]), float(rows.loc["none", "crop_scale"]))
@@ -858,26 +910,35 @@ def plot_before_after(out_dir: str | os.PathLike, n_sources: int = 3, path=None)
     return fig
 
 
+def _data_polyp_files(data_polyps: str | os.PathLike, out_dir) -> list[Path]:
+    """This run's raw polyp files: those preprocessing accepted when `out_dir` is given."""
+    files = list_images(data_polyps)
+    if out_dir is None:
+        return files
+    accepted = set(accepted_sources(out_dir, "polyps"))
+    return [f for f in files if f.resolve() in accepted]
+
+
 def plot_sources_vs_real(
     data_polyps: str | os.PathLike,
     real_polyps: str | os.PathLike | None,
     n: int = 6,
     path=None,
+    *,
+    out_dir: str | os.PathLike | None = None,
 ):
     """Supplementary figure: raw polyp frames of this run (top) beside real Kvasir ones (bottom).
 
-    When `real_polyps` is None or holds no images, the bottom row says so instead.
+    With `out_dir` (the preprocessed folder) only frames preprocessing accepted are opened;
+    without it, unreadable files are left out. When `real_polyps` is None or holds no
+    images, the bottom row says so instead.
     """
     import matplotlib.pyplot as plt
 
-    def pick(folder) -> list[np.ndarray]:
-        files = list_images(folder) if folder is not None and Path(folder).is_dir() else []
-        idx = np.unique(np.linspace(0, len(files) - 1, min(n, len(files))).astype(int))
-        return [_thumbnail(files[i], 240) for i in idx] if files else []
-
-    rows = [pick(data_polyps), pick(real_polyps)]
+    real = list_images(real_polyps) if real_polyps and Path(real_polyps).is_dir() else []
+    rows = [_thumbnails(_data_polyp_files(data_polyps, out_dir), n, 240), _thumbnails(real, n, 240)]
     if not rows[0]:
-        raise FileNotFoundError(f"no image files in {data_polyps}")
+        raise FileNotFoundError(f"no readable image files in {data_polyps}")
     cols = max(n, *(len(r) for r in rows))
     fig, axes = plt.subplots(2, cols, figsize=(1.9 * cols, 3.6), squeeze=False)
     for row_axes, images, label in zip(axes, rows, ("this run's data", "real Kvasir"), strict=True):

@@ -57,11 +57,11 @@ def _wait_for(predicate, timeout: float = DEADLINE_S, step: float = 0.05):
 
 
 def _tiny_tree(base: Path, n: int = 6) -> Path:
-    """base/<class>/<i>.png, 40x32 px each."""
+    """base/<class>/<i>.png, 120x100 px each."""
     for name in ALL_CLASSES:
         (base / name).mkdir(parents=True)
         for i in range(n):
-            Image.new("RGB", (40, 32), (30 * i, 90, 80)).save(base / name / f"{i:02d}.png")
+            Image.new("RGB", (120, 100), (30 * i, 90, 80)).save(base / name / f"{i:02d}.png")
     return base
 
 
@@ -98,6 +98,42 @@ def test_data_trust_pool_workers_exit_when_parent_is_killed(tmp_path):
             os.kill(pid, signal.SIGKILL)
     assert survivors, f"workers {workers} outlived their killed parent by 5 s"
     assert time.monotonic() - started < 5.0
+
+
+# --- 4. figures open only what preprocessing accepted ----------------------------------------
+
+
+def test_data_trust_figures_skip_an_unreadable_polyp_file(tmp_path, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from helpers import preprocess
+
+    src = _tiny_tree(tmp_path / "src", n=2)
+    bad = src / POLYP_CLASS / "01.png"  # second of two: the figure's linspace picks it
+    bad.write_bytes(b"not an image at all")
+    dirs = {name: src / name for name in ALL_CLASSES}
+    report = preprocess.preprocess(dirs, tmp_path / "out", workers=1, progress=False)
+    assert [Path(f).name for f, _ in report.skipped] == ["01.png"]
+    real_open, opened = Image.open, []
+
+    def spy(fp, *args, **kwargs):
+        opened.append(Path(fp).resolve())
+        return real_open(fp, *args, **kwargs)
+
+    fig = preprocess.plot_sources_vs_real(src / POLYP_CLASS, None, n=6, path=tmp_path / "f.png")
+    assert sum(bool(ax.images) for ax in fig.axes) == 1  # as notebook 01 calls it: no crash
+    plt.close(fig)
+    monkeypatch.setattr(preprocess.Image, "open", spy)
+    fig = preprocess.plot_before_after(tmp_path / "out", path=tmp_path / "f1.png")
+    plt.close(fig)
+    out = tmp_path / "out"
+    fig = preprocess.plot_sources_vs_real(src / POLYP_CLASS, None, n=6, out_dir=out)
+    assert sum(bool(ax.images) for ax in fig.axes) == 1
+    plt.close(fig)
+    assert bad.resolve() not in opened  # with out_dir: never opened what preprocessing refused
 
 
 # --- 5. one process at a time in a data folder --------------------------------------------------
