@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image, ImageFile
+from test_data_trust import _alive, _children, _wait_for
 
 from helpers import preprocess as pp
 from helpers.kvasir import ALL_CLASSES, HEALTHY_CLASSES
@@ -473,12 +474,15 @@ def test_sigkill_mid_run_then_rerun_equals_clean_run(tmp_path):
             break
         time.sleep(0.002)
     assert proc.poll() is None, "preprocessing finished before it could be killed"
+    workers = _children(proc.pid) if sys.platform.startswith("linux") else []
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (killed / pp.STAMP_NAME).exists() and not (killed / "manifest.csv").exists()
     with pytest.raises(FileNotFoundError):
         pp.load_images(killed, "normal")
-    time.sleep(0.3)  # orphaned workers notice their parent is gone and stop
+    assert _wait_for(lambda: not any(_alive(w) for w in workers), timeout=5.0), (
+        f"pool workers {workers} outlived their killed parent"
+    )
     rerun = run(dirs, killed, workers=2)
     run(dirs, clean, workers=2)
     assert rerun.rebuilt
