@@ -519,6 +519,7 @@ def download(
     *,
     retries: int = 3,
     lock_key: str | None = None,
+    lock_timeout: float | None = LOCK_WAIT_S,
 ) -> Path:
     """Download `url` to `dest` (resumable .part), verified against `sha256` or the lock file.
 
@@ -526,7 +527,15 @@ def download(
     digest pinned for the official address.
     """
     return fetch_verified(
-        url, dest, sha256, lock_file, progress, timeout, retries=retries, lock_key=lock_key
+        url,
+        dest,
+        sha256,
+        lock_file,
+        progress,
+        timeout,
+        retries=retries,
+        lock_key=lock_key,
+        lock_timeout=lock_timeout,
     )[0]
 
 
@@ -577,17 +586,38 @@ def fetch_verified(
     *,
     retries: int = 3,
     lock_key: str | None = None,
+    lock_timeout: float | None = LOCK_WAIT_S,
 ) -> tuple[Path, str, str]:
-    """download(), returning (path, sha256 of the file, how it was verified)."""
+    """download(), returning (path, sha256 of the file, how it was verified).
+
+    One process at a time works on `dest` (a second one waits up to `lock_timeout` s).
+    """
     url = _validate_url(url)
     expected = _validate_sha256(sha256)
     dest = Path(dest).expanduser()
     lock_file = Path(lock_file) if lock_file else default_lock_file()
-    key = lock_key or url
-    check = _check_for(expected, lock_file, key)
+    with file_lock(
+        dest.parent / f".{dest.name}.lock", timeout=lock_timeout, what=f"download of {dest}"
+    ):
+        check = _check_for(expected, lock_file, lock_key or url)
+        return _fetch_locked(
+            url, dest, lock_key or url, check, lock_file, progress, timeout, retries
+        )
+
+
+def _fetch_locked(
+    url: str,
+    dest: Path,
+    key: str,
+    check: _Check,
+    lock_file: Path,
+    progress: bool,
+    timeout: float,
+    retries: int,
+) -> tuple[Path, str, str]:
+    """fetch_verified's work, run while holding the lock on `dest`."""
     if dest.is_file():
         return _verify_or_pin(dest, dest, key, url, check, lock_file)
-    dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_suffix(dest.suffix + ".part")
     if not _part_is_wanted(part, check):
         meta = _read_part_meta(part)
@@ -769,7 +799,12 @@ def _download_source(
         if kept is not None:
             return kept
     path, digest, check = fetch_verified(
-        url or official, zip_path, sha256, progress=progress, lock_key=official
+        url or official,
+        zip_path,
+        sha256,
+        progress=progress,
+        lock_key=official,
+        lock_timeout=lock_timeout,
     )
     if url and url != official:
         check += f"; downloaded from the mirror {url}"

@@ -29,7 +29,8 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from helpers import paths
 from helpers.atomic import atomic_write_bytes, atomic_write_text
-from helpers.kvasir import ALL_CLASSES, POLYP_CLASS
+from helpers.kvasir import ALL_CLASSES, LOCK_WAIT_S, POLYP_CLASS
+from helpers.lock import file_lock
 from helpers.pool import process_pool
 
 GENERATOR_VERSION = "1"
@@ -740,11 +741,13 @@ def generate_dataset(
     seed: int = 0,
     workers: int | None = None,
     progress: bool = True,
+    lock_timeout: float | None = LOCK_WAIT_S,
 ) -> Path:
     """Write n_per_class frames per Kvasir class under out_dir (idempotent, resumable); return it.
 
     The stamp SYNTHETIC.json is written last; a tree whose stamp matches is left untouched, and
-    a tree without one (an interrupted run) is completed.
+    a tree without one (an interrupted run) is completed. One process at a time writes a tree
+    (a second one waits up to `lock_timeout` s, then finds it done).
     """
     n_per_class = _check_count("n_per_class", n_per_class, 1)
     seed = _check_count("seed", seed, 0)
@@ -753,6 +756,17 @@ def generate_dataset(
     out_dir = Path(out_dir)
     if _stamp_matches(out_dir, n_per_class, seed):
         return out_dir
+    lock = out_dir.parent / f".{out_dir.name}.lock"
+    with file_lock(lock, timeout=lock_timeout, what=f"generation of {out_dir}"):
+        if not _stamp_matches(out_dir, n_per_class, seed):  # else done while we waited
+            _generate_locked(out_dir, n_per_class, seed, workers, progress)
+    return out_dir
+
+
+def _generate_locked(
+    out_dir: Path, n_per_class: int, seed: int, workers: int | None, progress: bool
+) -> None:
+    """generate_dataset's work, run while holding the tree's lock."""
     out_dir.mkdir(parents=True, exist_ok=True)
     done = _reusable(out_dir, n_per_class, seed)
     atomic_write_text(out_dir / PARTIAL_NAME, json.dumps(_settings(n_per_class, seed)))
@@ -768,7 +782,6 @@ def generate_dataset(
     stamp = {**_settings(n_per_class, seed), "classes": list(ALL_CLASSES), "files": files}
     atomic_write_text(out_dir / STAMP_NAME, json.dumps(stamp, indent=1))
     (out_dir / PARTIAL_NAME).unlink(missing_ok=True)
-    return out_dir
 
 
 def default_synthetic_dir(n_per_class: int, seed: int = 0) -> Path:

@@ -230,3 +230,13 @@ def test_data_trust_relative_paths_resolve_against_the_invocation_dir(tmp_path, 
     monkeypatch.setenv("ENDOVAE_INVOCATION_DIR", "relative/again")
     with pytest.raises(ValueError, match="ENDOVAE_INVOCATION_DIR"):
         paths.data_root()
+
+
+def test_data_trust_embedded_set_is_written_by_one_process_at_a_time(tmp_path):
+    from helpers import synthetic
+
+    out = tmp_path / "kvasir-like" / "n1-seed0"
+    with lock.file_lock(out.parent / f".{out.name}.lock", what="test holder"):
+        with pytest.raises(lock.LockBusy, match=f"generation of .*PID {os.getpid()}"):
+            synthetic.generate_dataset(out, n_per_class=1, progress=False, lock_timeout=0.1)
+    assert not out.exists()  # nothing written while someone else held the tree
