@@ -444,6 +444,8 @@ def run_arm(
     device: str | torch.device = "auto",
     checkpoint_every: int = 0,
     progress: bool = True,
+    precision: str = "auto",
+    compile: bool = False,
 ):
     """Train (or resume) one arm; a checkpoint trained on other data or settings is replaced."""
     from helpers.model import EndoVAEConfig
@@ -451,7 +453,7 @@ def run_arm(
 
     tcfg = TrainConfig(
         loss="mse", epochs=epochs, batch_size=batch_size, lr=lr, beta=arm.beta, seed=seed,
-        checkpoint_every=checkpoint_every,
+        checkpoint_every=checkpoint_every, precision=precision, compile=compile,
     )  # fmt: skip
     mcfg = EndoVAEConfig(latent_dim=arm.latent_dim)
     folder = Path(checkpoint_dir)

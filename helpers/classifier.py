@@ -11,6 +11,7 @@ Label 0 = real image, label 1 = reconstruction; scores are the softmax probabili
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 from pathlib import Path
@@ -20,6 +21,8 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from helpers.runtime import Precision, PrecisionChoice, autocast, choose_precision, time_steps
 
 LABELS = ("real", "reconstructed")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -196,14 +199,21 @@ def train_classifier(
     batch_size: int = 32,
     device: str | torch.device = "cpu",
     seed: int = 0,
+    precision: str = "auto",
+    compile: bool = False,
 ) -> pd.DataFrame:
-    """Train with Adam + cross-entropy (frozen backbone: head on precomputed features); per-epoch history."""
+    """Train with Adam + cross-entropy (frozen backbone: head on precomputed features); per-epoch history.
+
+    `precision` "auto" times the candidates of `helpers.runtime` on this model and takes the
+    fastest (cached per machine); the choice is in `history.attrs["precision"]`.
+    """
     if epochs < 1:
         raise ValueError(f"clf_epochs={epochs}: must be >= 1")
     if batch_size < 2:
         raise ValueError(f"clf_batch_size={batch_size}: must be >= 2")
     if len(x_train) != len(y_train):
         raise ValueError(f"x_train has {len(x_train)} images but y_train {len(y_train)} labels")
+    device = torch.device(device)
     model.to(device)
     y_train = y_train.long().to(device)
     with torch.random.fork_rng(devices=[]):
@@ -216,13 +226,60 @@ def train_classifier(
             )
         else:  # resize once here, so each epoch only normalises
             inputs, trainable, step = _resized(x_train, model.input_size), model, model
+        choice = _classifier_precision(step, inputs, batch_size, device, precision)
+        prec = choice.precision
+        if prec.channels_last and inputs.ndim == 4:
+            model.to(memory_format=torch.channels_last)
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
         opt = torch.optim.Adam([p for p in trainable.parameters() if p.requires_grad], lr=lr)
         gen = torch.Generator().manual_seed(seed)
+        scaler = torch.amp.GradScaler(device.type, enabled=prec.needs_scaler)
+        run = torch.compile(step) if compile else step
         history = []
         for epoch in range(1, epochs + 1):
-            history.append(_train_epoch(model, step, opt, inputs, y_train, batch_size, gen, epoch))
+            history.append(
+                _train_epoch(model, run, opt, inputs, y_train, batch_size, gen, epoch, prec, scaler)
+            )
     model.eval()
-    return pd.DataFrame(history)
+    frame = pd.DataFrame(history)
+    frame.attrs["precision"] = choice.describe()
+    return frame
+
+
+def _classifier_precision(
+    step: nn.Module, inputs: torch.Tensor, batch_size: int, device: torch.device, precision: str
+) -> PrecisionChoice:
+    """Resolve `precision`; "auto" times a few steps of a copy of the network per candidate."""
+
+    def measure(prec: Precision) -> float:
+        """Training images/s of a throw-away copy in `prec`."""
+        probe = copy.deepcopy(step).to(device).train()
+        x = inputs[:batch_size].to(device)
+        if prec.channels_last and x.ndim == 4:
+            probe, x = (
+                probe.to(memory_format=torch.channels_last),
+                x.contiguous(memory_format=torch.channels_last),
+            )
+        y = torch.zeros(len(x), dtype=torch.long, device=device)
+        opt = torch.optim.Adam([p for p in probe.parameters() if p.requires_grad], lr=1e-3)
+        scaler = torch.amp.GradScaler(device.type, enabled=prec.needs_scaler)
+
+        def one() -> None:
+            """One step on a fixed batch."""
+            with autocast(device, prec.amp_dtype):
+                loss = F.cross_entropy(probe(x).float(), y)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            loss.item()
+
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            return time_steps(one, len(x), min_steps=2, min_seconds=0.5)  # dropout draws
+
+    return choose_precision(
+        device, precision, measure=measure, batch_size=batch_size, task="classifier"
+    )
 
 
 def _resized(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -233,7 +290,7 @@ def _resized(x: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
 
 
-def _train_epoch(model, step, opt, inputs, labels, batch_size, gen, epoch) -> dict:
+def _train_epoch(model, step, opt, inputs, labels, batch_size, gen, epoch, prec, scaler) -> dict:
     """One shuffled pass; returns mean loss and training accuracy of the epoch."""
     start = time.perf_counter()
     model.train()
@@ -244,11 +301,13 @@ def _train_epoch(model, step, opt, inputs, labels, batch_size, gen, epoch) -> di
         idx = order[i : i + batch_size]
         if len(idx) < 2 and seen:  # BatchNorm cannot train on a single image
             continue
-        logits = step(inputs[idx].to(device))
+        with autocast(device, prec.amp_dtype):
+            logits = step(inputs[idx].to(device)).float()
         loss = F.cross_entropy(logits, labels[idx])
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
         total_loss += float(loss.detach()) * len(idx)
         correct += int((logits.argmax(1) == labels[idx]).sum())
         seen += len(idx)
@@ -315,6 +374,8 @@ def run_experiment(
     batch_size: int = 32,
     device: str | torch.device = "cpu",
     seed: int = 0,
+    precision: str = "auto",
+    compile: bool = False,
 ) -> dict:
     """Build, train and test one real-vs-reconstructed classifier; history, metrics and status."""
     with torch.random.fork_rng(devices=[]):
@@ -332,6 +393,8 @@ def run_experiment(
         batch_size=batch_size,
         device=device,
         seed=seed,
+        precision=precision,
+        compile=compile,
     )
     result = evaluate(model, x_test, y_test, batch_size=max(batch_size, 64))
     result.update(
@@ -343,6 +406,7 @@ def run_experiment(
             "n_train": len(x_train),
             "n_test": len(x_test),
             "seconds": time.perf_counter() - start,
+            "precision": history.attrs["precision"],
         }
     )
     return result

@@ -952,9 +952,7 @@ def plot_sources_vs_real(
         row_axes[0].set_ylabel(label, fontsize=9)
     fig.tight_layout()
     if not rows[1]:
-        fig.text(
-            0.5, 0.25, f"real Kvasir sample not found ({real_polyps})", ha="center", fontsize=9
-        )
+        fig.text(0.5, 0.25, "no real Kvasir frames given", ha="center", fontsize=9)
     _save(fig, path)
     return fig
 

@@ -27,6 +27,7 @@ import json
 import os
 import re
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +37,8 @@ from typing import Any
 
 from helpers import paths
 from helpers.atomic import atomic_write_text
+from helpers.lock import LockBusy, file_lock
+from helpers.progress import PROGRESS_ENV, format_progress, read_progress
 
 PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
 NOTEBOOK_RE = re.compile(r"^(\d{2})_\w+\.ipynb$")
@@ -47,6 +50,7 @@ DATA_ALIASES = {"synthetic": "", "embedded": ""}
 # helpers files that do not change what a notebook computes (left out of the stamp hash).
 STAMP_EXCLUDE = ("run.py", "report.py")
 KERNEL = "python3"
+PSEUDO_FILE_SYSTEMS = ("/proc", "/sys", "/dev")
 FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 # Parameter names that count something (epochs, n_*, max_*, *_every): negative values are errors.
 COUNT_NAME = re.compile(r"((^|_)(n|max|num)_|epochs$|_every$|_count$)")
@@ -308,6 +312,8 @@ def value_error(name: str, value: Any) -> str | None:
     number = isinstance(value, int | float) and not isinstance(value, bool)
     if number and (name in ("batch_size", "latent_dim") or name.endswith("_size")) and value < 1:
         return f"parameter {name}={value!r}: must be >= 1"
+    if number and name in ("epochs", "abl_epochs") and value < 1:
+        return f"parameter {name}={value!r}: must be >= 1 (a training notebook needs an epoch)"
     counts = name in ("epochs", "seed") or bool(COUNT_NAME.search(name))
     if number and counts and value < 0:
         return f"parameter {name}={value!r}: must be >= 0"
@@ -476,6 +482,42 @@ def _source_cell_index(path: Path, source: str) -> int | None:
     return next((i for i, c in enumerate(nb.cells) if c.source == source), None)
 
 
+@contextlib.contextmanager
+def live_progress(run_dir: Path, header: str) -> Iterator[None]:
+    """While the block runs, show the notebook's live status (training: epoch, losses, speed).
+
+    On a terminal the status line is redrawn in place every second; in a log (no terminal) a
+    status line is printed every 30 s.
+    """
+    path = run_dir / "executed" / ".progress.json"
+    path.unlink(missing_ok=True)
+    os.environ[PROGRESS_ENV] = str(path)
+    stop, tty = threading.Event(), sys.stdout.isatty()
+
+    def show() -> None:
+        """Poll the status file until the notebook ends."""
+        last_print = time.monotonic()
+        while not stop.wait(1.0):
+            line = format_progress(read_progress(path))
+            if line and tty:
+                print(f"\r{header} {line}"[:160].ljust(160), end="", flush=True)
+            elif line and time.monotonic() - last_print >= 30:
+                print(f"\n    {line}", end="", flush=True)
+                last_print = time.monotonic()
+
+    thread = threading.Thread(target=show, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        os.environ.pop(PROGRESS_ENV, None)
+        path.unlink(missing_ok=True)
+        if tty:
+            print(f"\r{header}".ljust(160) + f"\r{header}", end="", flush=True)
+
+
 def execute(nb: Notebook, params: dict[str, Any], run_dir: Path) -> Path:
     """Run one notebook with papermill into <run_dir>/executed (atomic rename when done)."""
     import papermill as pm
@@ -544,7 +586,8 @@ def run_notebooks(
         params = resolved[nb.name]
         key = stamp_key(nb, params, code_hash, previous_key(run_dir, notebooks, nb, keys))
         keys[nb.name] = key
-        print(f"[{i}/{len(selected)}] {nb.name} ...", end="", flush=True)
+        header = f"[{i}/{len(selected)}] {nb.name} ..."
+        print(header, end="", flush=True)
         done = (run_dir / "executed" / nb.path.name).is_file()
         if not force and done and read_stamp(run_dir, nb.name).get("key") == key:
             print(" skipped (unchanged)", flush=True)
@@ -553,7 +596,8 @@ def run_notebooks(
         stamp_path(run_dir, nb.name).unlink(missing_ok=True)
         start = time.perf_counter()
         try:
-            execute(nb, params, run_dir)
+            with live_progress(run_dir, header):
+                execute(nb, params, run_dir)
         except Exception as exc:  # papermill/kernel errors: report in a few lines and stop
             outcomes.append(Outcome(nb.name, time.perf_counter() - start, False))
             print(f" failed after {outcomes[-1].seconds:.1f} s", flush=True)
@@ -636,7 +680,7 @@ def cli_parameters(args: argparse.Namespace) -> dict[str, Any]:
         values["data_dir"] = args.data
     if args.device is not None:
         values["device"] = args.device
-    return absolute_data_dir(values, Path.cwd())
+    return absolute_data_dir(values, paths.invocation_dir())
 
 
 def absolute_data_dir(values: dict[str, Any], base: Path) -> dict[str, Any]:
@@ -667,8 +711,12 @@ def prepare(args: argparse.Namespace) -> tuple[list[Notebook], list[Notebook], d
     for extra in profile["notebooks"].values():
         absolute_data_dir(extra, paths.PROJECT_ROOT)
     cli = cli_parameters(args)
-    run_dir = Path(args.run_dir).expanduser().resolve() if args.run_dir else None
-    run_dir = run_dir or default_run_dir(args.profile)
+    if args.run_dir:
+        run_dir = paths.resolve_user_path(args.run_dir)
+    elif os.environ.get("ENDOVAE_RUN_DIR", "").strip():
+        run_dir = paths.RunPaths.from_param("").root
+    else:
+        run_dir = default_run_dir(args.profile)
     if "run_dir" in cli or "run_dir" in profile["parameters"]:
         raise UsageError("set the run folder with --run-dir, not as a parameter")
     resolved = resolve_parameters(notebooks, profile, cli)
@@ -678,8 +726,35 @@ def prepare(args: argparse.Namespace) -> tuple[list[Notebook], list[Notebook], d
     return notebooks, selected, resolved, run_dir, errors
 
 
+def run_dir_problem(run_dir: Path) -> str | None:
+    """Why the run folder cannot be used (None when it can): not a folder, pseudo FS, read-only."""
+    if any(run_dir == Path(p) or Path(p) in run_dir.parents for p in PSEUDO_FILE_SYSTEMS):
+        return f"--run-dir {run_dir}: on a pseudo file system; choose a folder on a disk"
+    if run_dir.exists() and not run_dir.is_dir():
+        return f"--run-dir {run_dir}: exists and is not a folder"
+    probe = run_dir / "executed" / f".write-test-{os.getpid()}"
+    try:
+        probe.parent.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        return f"--run-dir {run_dir}: cannot write there ({exc.strerror or exc})"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit code."""
+    """Entry point; returns the exit code. Relative paths resolve against the current folder."""
+    if paths.INVOCATION_ENV in os.environ:
+        return run_command(argv)
+    os.environ[paths.INVOCATION_ENV] = str(Path.cwd())  # the kernels inherit it
+    try:
+        return run_command(argv)
+    finally:
+        os.environ.pop(paths.INVOCATION_ENV, None)
+
+
+def run_command(argv: Sequence[str] | None = None) -> int:
+    """Parse, check and run the command line (see `main`)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
@@ -695,9 +770,45 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     if args.list:
         return EXIT_OK
-    (run_dir / "executed").mkdir(parents=True, exist_ok=True)
+    problem = run_dir_problem(run_dir)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        with file_lock(run_dir / ".run.lock", timeout=0, what=f"run folder {run_dir}"):
+            return run_locked(args, notebooks, selected, resolved, run_dir)
+    except LockBusy as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def expected_time(selected: list[Notebook], resolved: dict, run_dir: Path, report: bool) -> str:
+    """One line: the run's expected time, from the training speed measured on this machine."""
+    from helpers.budget import estimate_seconds
+    from helpers.runtime import get_device
+    from helpers.train import measure_images_per_s, training_precision
+
+    chosen = {nb.name: resolved[nb.name] for nb in selected}
+    trainer = next((p for p in chosen.values() if "precision" in p and "epochs" in p), None)
+    if trainer is None:
+        seconds, _ = estimate_seconds(chosen, 1.0, paths.RunPaths(run_dir).processed, report)
+        return f"expected time: about {seconds / 60:.1f} min (no EndoVAE training)"
+    device = get_device(str(trainer.get("device", "auto")))
+    batch = int(trainer.get("batch_size", 128))
+    choice = training_precision(device, str(trainer.get("precision", "auto")), batch)
+    speed = choice.speeds.get(choice.label) or measure_images_per_s(choice.precision, device, batch)
+    seconds, images = estimate_seconds(chosen, speed, paths.RunPaths(run_dir).processed, report)
+    return (
+        f"expected time: about {seconds / 60:.1f} min ({images:,} EndoVAE training images at "
+        f"{speed:,.1f} img/s, {choice.describe()}; plus the rest of each notebook)"
+    )
+
+
+def run_locked(args, notebooks, selected, resolved, run_dir: Path) -> int:
+    """Run the notebooks and build the report while holding the run folder's lock."""
     print(f"profile {profile_name(args.profile)} -> {run_dir}", flush=True)
     write_run_info(run_dir, profile_name(args.profile), args, resolved)
+    print(expected_time(selected, resolved, run_dir, not args.no_report), flush=True)
     started = time.perf_counter()
     outcomes, ok = run_notebooks(notebooks, selected, resolved, run_dir, args.force)
     write_timings(run_dir, outcomes)

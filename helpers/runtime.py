@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import os
 import platform
 import random
+import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,6 +49,9 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
 @dataclass(frozen=True)
 class Precision:
     """How to run the math on a device: autocast dtype (or None) and memory layout."""
@@ -50,25 +61,172 @@ class Precision:
 
     @property
     def label(self) -> str:
-        """Short human label, e.g. 'bf16 + channels_last'."""
+        """Short human label, e.g. 'bfloat16 + channels_last'."""
         parts = [str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "fp32"]
         if self.channels_last:
             parts.append("channels_last")
         return " + ".join(parts)
 
+    @property
+    def needs_scaler(self) -> bool:
+        """fp16 autocast needs a gradient scaler (its range underflows small gradients)."""
+        return self.amp_dtype == torch.float16
 
-def choose_precision(device: torch.device, precision: str = "auto") -> Precision:
-    """Pick autocast dtype and layout: bf16 + channels_last where they are faster, else fp32."""
-    if precision not in ("auto", "fp32", "bf16"):
-        raise ValueError(f"precision={precision!r}: expected 'auto', 'fp32' or 'bf16'")
-    if precision == "fp32":
-        return Precision(None, device.type in ("cpu", "cuda"))
-    if device.type == "cuda":
-        bf16_ok = torch.cuda.is_bf16_supported()
-        return Precision(torch.bfloat16 if bf16_ok else torch.float16, True)
+
+@dataclass(frozen=True)
+class PrecisionChoice:
+    """The precision a run uses, the images/s measured for each candidate, and why."""
+
+    precision: Precision
+    speeds: dict[str, float]
+    reason: str
+
+    @property
+    def label(self) -> str:
+        """The chosen precision's label."""
+        return self.precision.label
+
+    def describe(self) -> str:
+        """One sentence: what was chosen and the measured images/s of each candidate."""
+        if not self.speeds:
+            return f"{self.label} ({self.reason})"
+        shown = ", ".join(f"{label} {speed:,.1f}" for label, speed in self.speeds.items())
+        return f"{self.label} ({self.reason}; images/s measured: {shown})"
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where it cannot be read)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return set()
+    match = re.search(r"^flags\s*:(.*)$", text, re.M)
+    return set(match.group(1).split()) if match else set()
+
+
+def native_cpu_bf16() -> bool:
+    """True when the CPU computes bfloat16 in hardware (AVX512-BF16 or AMX); else it is emulated."""
+    flags = cpu_flags()
+    if flags:
+        return bool(flags & {"avx512_bf16", "amx_bf16"})
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def precision_candidates(device: torch.device) -> list[Precision]:
+    """Numerically safe precisions worth timing on this device (ones that cannot win are left out)."""
     if device.type == "cpu":
-        return Precision(torch.bfloat16, True)
-    return Precision(torch.bfloat16 if precision == "bf16" else None, False)
+        fp32 = [Precision(None, False), Precision(None, True)]
+        return fp32 + ([Precision(torch.bfloat16, True)] if native_cpu_bf16() else [])
+    if device.type == "cuda":
+        half = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return [Precision(half, True), Precision(None, True)]
+    return [Precision(None, False)]
+
+
+def fixed_precision(device: torch.device, precision: str) -> Precision:
+    """The precision asked for by name ("fp32", "bf16" or "fp16"); "fp16" needs CUDA."""
+    if precision not in PRECISIONS[1:]:
+        raise ValueError(f"precision={precision!r}: expected one of {', '.join(PRECISIONS)}")
+    channels_last = device.type in ("cpu", "cuda")
+    if precision == "fp32":
+        return Precision(None, channels_last)
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError(f"precision='fp16': needs a CUDA device, not {device.type}")
+    return Precision(torch.float16 if precision == "fp16" else torch.bfloat16, channels_last)
+
+
+def cache_dir() -> Path:
+    """Per-user cache folder (env ENDOVAE_CACHE_DIR, else XDG_CACHE_HOME/endovae)."""
+    if os.environ.get("ENDOVAE_CACHE_DIR"):
+        return Path(os.environ["ENDOVAE_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "endovae"
+
+
+def machine_key(device: torch.device, batch_size: int, task: str = "endovae") -> str:
+    """What a measured speed depends on: task, device, CPU flags, torch, threads, batch size."""
+    flags = hashlib.blake2b(" ".join(sorted(cpu_flags())).encode(), digest_size=6).hexdigest()
+    return (f"{task} | {describe_device(device)} | flags {flags} | torch {torch.__version__} | "
+            f"{torch.get_num_threads()} threads | batch {batch_size}")  # fmt: skip
+
+
+def time_steps(step: Callable[[], Any], batch_size: int, min_steps=3, min_seconds=1.0) -> float:
+    """Images/s of a training step `step()` (it must wait for the device): one warm-up step,
+    then at least `min_steps` steps and `min_seconds` seconds."""
+    step()
+    steps, t0 = 0, time.perf_counter()
+    while steps < min_steps or time.perf_counter() - t0 < min_seconds:
+        step()
+        steps += 1
+    return steps * batch_size / (time.perf_counter() - t0)
+
+
+def _read_speed_cache(path: Path) -> dict:
+    """The cached measurements (an empty dict when missing or unreadable)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_speed_cache(path: Path, key: str, speeds: dict[str, float]) -> None:
+    """Add one measurement to the cache (best effort: a read-only home just skips caching)."""
+    data = _read_speed_cache(path)
+    data[key] = {"images_per_s": speeds, "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data, indent=1))
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
+def fastest(candidates: list[Precision], speeds: dict[str, float]) -> Precision:
+    """The candidate with the highest measured images/s (the first one on a tie)."""
+    return max(candidates, key=lambda c: speeds.get(c.label, float("-inf")))
+
+
+def choose_precision(
+    device: torch.device,
+    precision: str = "auto",
+    *,
+    measure: Callable[[Precision], float] | None = None,
+    batch_size: int = 128,
+    use_cache: bool = True,
+    task: str = "endovae",
+) -> PrecisionChoice:
+    """Resolve `precision`; "auto" times `measure(candidate)` (images/s) and takes the fastest.
+
+    Measurements are cached per machine, torch version, thread count and batch size in
+    `cache_dir()/precision.json`, so a machine pays for them once.
+    """
+    if precision != "auto":
+        return PrecisionChoice(fixed_precision(device, precision), {}, "asked for")
+    candidates = precision_candidates(device)
+    if len(candidates) == 1 or measure is None:
+        why = "the only candidate" if len(candidates) == 1 else "not measured"
+        return PrecisionChoice(candidates[0], {}, why)
+    path, key = cache_dir() / "precision.json", machine_key(device, batch_size, task)
+    cached = _read_speed_cache(path).get(key, {}).get("images_per_s", {}) if use_cache else {}
+    if all(c.label in cached for c in candidates):
+        speeds, how = {c.label: float(cached[c.label]) for c in candidates}, "cached"
+    else:
+        speeds, how = {c.label: float(measure(c)) for c in candidates}, "measured"
+        if use_cache:
+            _write_speed_cache(path, key, speeds)
+    best = fastest(candidates, speeds)
+    skipped = "" if device.type != "cpu" or native_cpu_bf16() else (
+        "; bfloat16 not timed: this CPU has no native bfloat16, so it is emulated and slow"
+    )  # fmt: skip
+    return PrecisionChoice(best, speeds, f"fastest at batch {batch_size}, {how}{skipped}")
+
+
+def autocast(device: torch.device, amp_dtype: torch.dtype | None):
+    """Autocast context for the device, or a no-op when amp_dtype is None (fp32)."""
+    if amp_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=amp_dtype)
 
 
 def library_versions() -> dict[str, str]:

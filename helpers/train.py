@@ -2,8 +2,9 @@
 
 `fit()` keeps the whole uint8 training set on the device (NCHW, channels_last where chosen),
 shuffles it by index each epoch with a seeded generator, converts each batch to float on the
-device, and runs bf16 autocast + channels_last where `choose_precision` says so (fused Adam on
-CUDA, optional `torch.compile`). Loss sums stay on the device; the host reads them once per
+device, and runs in the precision and memory layout that `training_precision` measured fastest
+on this machine (fp32, fp32 + channels_last or bf16 + channels_last on a CPU; bf16, or fp16 with a
+gradient scaler, on CUDA), with fused Adam on CUDA and optional `torch.compile`. Loss sums stay on the device; the host reads them once per
 epoch, which is also when a non-finite loss is detected.
 
 Logged per epoch (history): recon, kld, total in the original report's unit, the loss summed
@@ -37,10 +38,19 @@ from helpers.atomic import atomic_write_csv
 from helpers.checkpoint import read_checkpoint, save_checkpoint
 from helpers.losses import RECON_LOSSES, vae_loss
 from helpers.model import EndoVAE, EndoVAEConfig
-from helpers.runtime import Precision, choose_precision, get_device, seed_everything
+from helpers.progress import report_progress
+from helpers.runtime import (
+    PRECISIONS,
+    Precision,
+    PrecisionChoice,
+    autocast,
+    choose_precision,
+    get_device,
+    seed_everything,
+    time_steps,
+)
 
 HISTORY_COLUMNS = ("epoch", "recon", "kld", "total", "seconds", "images_per_s")
-PRECISIONS = ("auto", "fp32", "bf16")
 # Settings that may differ between a checkpoint and the run resuming it (they do not change
 # the numbers of the epochs already trained).
 RESUMABLE_CHANGES = ("epochs", "checkpoint_every")
@@ -114,6 +124,7 @@ class TrainResult:
     seconds: float
     device: str = "cpu"
     precision: str = "fp32"
+    precision_choice: str = ""
 
     @property
     def images_per_s(self) -> float:
@@ -268,19 +279,12 @@ def _load_optimizer(optimizer: torch.optim.Adam, state: dict) -> None:
 
 def _forward_loss(model, x, target, kind: str, beta: float, amp_dtype):
     """Forward pass under autocast and the VAE loss in fp32: (total, recon, kld)."""
-    with _autocast(x.device, amp_dtype):
+    with autocast(x.device, amp_dtype):
         logits, mu, logvar = model(x)
     return vae_loss(kind, logits, target, mu, logvar, beta)
 
 
-def _autocast(device: torch.device, amp_dtype):
-    """Autocast context for the device, or a no-op when amp_dtype is None."""
-    if amp_dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=amp_dtype)
-
-
-def _run_epoch(step, data, optimizer, shuffle, batch_size: int) -> torch.Tensor:
+def _run_epoch(step, data, optimizer, shuffle, batch_size: int, scaler, on_step) -> torch.Tensor:
     """One pass over the data in a seeded random order; returns device sums (recon, kld, total)."""
     n = len(data)
     order = torch.randperm(n, generator=shuffle).to(data.device)
@@ -290,9 +294,11 @@ def _run_epoch(step, data, optimizer, shuffle, batch_size: int) -> torch.Tensor:
         target = batch.float().div_(255.0)
         total, rec, kl = step(target)
         optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        optimizer.step()
+        scaler.scale(total).backward()
+        scaler.step(optimizer)
+        scaler.update()
         sums += torch.stack((rec.detach(), kl.detach(), total.detach()))
+        on_step(min(start + batch_size, n))
     return sums
 
 
@@ -330,9 +336,11 @@ def _progress_bar(total: int, initial: int, desc: str, enabled: bool):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from tqdm.auto import tqdm
-    return tqdm(
+    bar = tqdm(
         total=total, initial=initial, desc=desc or "epochs", unit="epoch", disable=not enabled
     )
+    bar.endovae_desc = desc or "training"  # the runner's live line names the task
+    return bar
 
 
 def _epoch_row(epoch: int, sums: list[float], scale: float, seconds: float, n: int) -> dict:
@@ -342,23 +350,89 @@ def _epoch_row(epoch: int, sums: list[float], scale: float, seconds: float, n: i
             "seconds": seconds, "images_per_s": n / seconds}  # fmt: skip
 
 
-def _train_epochs(step, data, optimizer, shuffle, tcfg, history, start_epoch, save, bar) -> None:
+def _progress(desc: str, epoch: int, epochs: int, done: int, n: int, t0: float, last: dict | None):
+    """Status for the runner's live line: epoch, images done, losses of the last epoch, speed."""
+    elapsed = time.perf_counter() - t0
+    speed = done / elapsed if elapsed > 0 and done else None
+    left = (epochs - epoch) * n + n - done
+    losses = {k: last[k] for k in ("recon", "kld")} if last else {}
+    report_progress(
+        task=desc, epoch=epoch, epochs=epochs, images_per_s=speed,
+        seconds_left=left / speed if speed else None, **losses,
+    )  # fmt: skip
+
+
+def _train_epochs(step, data, optimizer, shuffle, tcfg, history, start_epoch, save, bar, scaler):
     """Epochs start_epoch+1 .. tcfg.epochs: train, check, log, checkpoint (calls `save(epoch)`)."""
-    scale = tcfg.batch_size / len(data)
+    scale, n, desc = tcfg.batch_size / len(data), len(data), bar.endovae_desc
     for epoch in range(start_epoch + 1, tcfg.epochs + 1):
         t0 = time.perf_counter()
-        sums = _run_epoch(step, data, optimizer, shuffle, tcfg.batch_size).tolist()  # one sync
+        last = history[-1] if history else None
+
+        def on_step(done: int, epoch=epoch, t0=t0, last=last) -> None:
+            """Live status after each batch (for the runner; a no-op elsewhere)."""
+            _progress(desc, epoch, tcfg.epochs, done, n, t0, last)
+
+        sums = _run_epoch(step, data, optimizer, shuffle, tcfg.batch_size, scaler, on_step)
+        sums = sums.tolist()  # one sync per epoch
         seconds = time.perf_counter() - t0
         _check_finite(sums, epoch)
         history.append(_epoch_row(epoch, sums, scale, seconds, len(data)))
         last = history[-1]
         bar.set_postfix(
-            recon=f"{last['recon']:.4g}", kld=f"{last['kld']:.4g}", total=f"{last['total']:.4g}"
-        )
+            recon=f"{last['recon']:.4g}", kld=f"{last['kld']:.4g}",
+            img_s=f"{last['images_per_s']:.1f}",
+        )  # fmt: skip
         bar.update(1)
         every = tcfg.checkpoint_every
         if epoch == tcfg.epochs or (every and epoch % every == 0):
             save(epoch)
+
+
+def measure_images_per_s(
+    prec: Precision,
+    device: torch.device,
+    batch_size: int,
+    *,
+    loss: str = "mse",
+    model_config: EndoVAEConfig | None = None,
+    min_steps: int = 3,
+    min_seconds: float = 1.0,
+) -> float:
+    """Training images/s of the real EndoVAE step in `prec` (one untimed warm-up step)."""
+    mcfg = model_config or EndoVAEConfig()
+    fmt = torch.channels_last if prec.channels_last else torch.contiguous_format
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(0)
+        model = EndoVAE(mcfg).to(device, memory_format=fmt).train()
+        optimizer = _make_optimizer(model, 1e-3, device)
+        scaler = torch.amp.GradScaler(device.type, enabled=prec.needs_scaler)
+        shape = (batch_size, mcfg.in_channels, mcfg.in_size, mcfg.in_size)
+        x = torch.rand(shape, device=device).contiguous(memory_format=fmt)
+
+        def step() -> None:
+            """One training step on the fixed batch, waiting for the device."""
+            total, _, _ = _forward_loss(model, x, x, loss, 1.0, prec.amp_dtype)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(total).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            total.item()
+
+        return time_steps(step, batch_size, min_steps, min_seconds)
+
+
+def training_precision(
+    device: str | torch.device, precision: str = "auto", batch_size: int = 128, loss: str = "mse"
+) -> PrecisionChoice:
+    """The precision `fit` uses: "auto" times each candidate on the real model (cached)."""
+    dev = device if isinstance(device, torch.device) else get_device(device)
+
+    def measure(prec: Precision) -> float:
+        """Images/s of one candidate."""
+        return measure_images_per_s(prec, dev, batch_size, loss=loss)
+
+    return choose_precision(dev, precision, measure=measure, batch_size=batch_size)
 
 
 def fit(
@@ -382,7 +456,8 @@ def fit(
     )
     mcfg = model_config or EndoVAEConfig()
     dev = device if isinstance(device, torch.device) else get_device(device)
-    prec = choose_precision(dev, tcfg.precision)
+    choice = training_precision(dev, tcfg.precision, tcfg.batch_size, tcfg.loss)
+    prec = choice.precision
     ckpt = Path(checkpoint_path) if checkpoint_path is not None else None
     hist_path = Path(history_path) if history_path is not None else None
     cpu_data = images_to_tensor(images, mcfg.in_channels, mcfg.in_size)
@@ -415,15 +490,19 @@ def fit(
             return forward(model, target, target, tcfg.loss, tcfg.beta, prec.amp_dtype)
 
         model.train()
+        scaler = torch.amp.GradScaler(dev.type, enabled=prec.needs_scaler)
         bar = _progress_bar(tcfg.epochs, start_epoch, desc, progress)
         with bar, _cudnn_autotune(dev.type == "cuda"):
-            _train_epochs(step, data, optimizer, shuffle, tcfg, history, start_epoch, save, bar)
+            _train_epochs(
+                step, data, optimizer, shuffle, tcfg, history, start_epoch, save, bar, scaler
+            )
     elif hist_path is not None:
         atomic_write_csv(hist_path, history_frame(history))
     seconds = time.perf_counter() - t_start
     return TrainResult(
-        model.eval(), history_frame(history), ckpt, start_epoch, seconds, str(dev), prec.label
-    )
+        model.eval(), history_frame(history), ckpt, start_epoch, seconds, str(dev), prec.label,
+        choice.describe(),
+    )  # fmt: skip
 
 
 # --- inference helpers for notebooks 05-08 ---------------------------------------------------

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from helpers import paths
+
+
+def pytest_configure(config) -> None:
+    """Keep measured precision speeds of the tests out of the user's cache (kernels inherit it)."""
+    os.environ["ENDOVAE_CACHE_DIR"] = tempfile.mkdtemp(prefix="endovae-test-cache-")
 
 
 @pytest.fixture

@@ -52,12 +52,12 @@ def test_seed_everything_reproducible():
         runtime.seed_everything(-1)
 
 
-def test_choose_precision():
-    p = runtime.choose_precision(torch.device("cpu"))
-    assert p.amp_dtype == torch.bfloat16 and p.channels_last
-    assert runtime.choose_precision(torch.device("cpu"), "fp32").amp_dtype is None
+def test_choose_precision_by_name():
+    cpu = torch.device("cpu")
+    assert runtime.choose_precision(cpu, "fp32").precision.amp_dtype is None
+    assert runtime.choose_precision(cpu, "bf16").precision.amp_dtype == torch.bfloat16
     with pytest.raises(ValueError, match="precision"):
-        runtime.choose_precision(torch.device("cpu"), "fp8")
+        runtime.choose_precision(cpu, "fp8")
 
 
 def test_atomic_write_replaces_and_leaves_no_temp(tmp_path):

@@ -7,11 +7,15 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import nbformat
+import pandas as pd
 import pytest
 
-from helpers import paths, report
+from helpers import metrics, paths, preprocess, report
+from helpers.checkpoint import load_checkpoint
+from helpers.train import decode_samples, reconstruct
 
 pytestmark = pytest.mark.slow
 
@@ -60,6 +64,9 @@ def quick_run(tmp_path_factory):
         "MPLBACKEND": "Agg",
     }
     cmd = [sys.executable, "-m", "helpers.run", "--profile", "quick", "--run-dir", str(run_dir)]
+    sample = paths.kvasir_sample_dir() / "polyps"
+    if sample.is_dir():  # Figure 1b is drawn only where real Kvasir frames are at hand
+        cmd += ["-p", "real_sample_dir", str(sample)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=paths.PROJECT_ROOT)
     assert proc.returncode == 0, f"runner failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return run_dir, base
@@ -104,3 +111,47 @@ def test_metric_numbers_of_the_run_are_in_the_pdf(quick_run):
     for model, values in found.items():
         for metric, (mean, std) in values.items():
             assert report.format_metric(metric, mean, std) in text, (model, metric)
+
+
+def test_quick_profile_leaves_the_collapse_plateau(quick_run):
+    """Both models: KL >= 5 nats per image, visibly different samples, PSNR above the mean image."""
+    run_dir, _ = quick_run
+    run = paths.RunPaths(run_dir)
+    healthy = preprocess.load_images(run.processed, "normal", split="test")
+    train_images = preprocess.load_images(run.processed, "normal", split="train")
+    x = preprocess.to_tensor(healthy)
+    mean_image = preprocess.to_tensor(train_images).mean(0, keepdim=True)
+    for name in ("mse", "bce"):
+        model, state = load_checkpoint(run.checkpoint(name), "cpu")
+        samples = decode_samples(model, 9, seed=0)
+        check = metrics.plateau_check(
+            pd.DataFrame(state["history"]), state["train_config"]["batch_size"], samples, x,
+            reconstruct(model, x), mean_image,
+        )  # fmt: skip
+        assert check["KL per image (nats)"] >= 5, (name, check)
+        assert check["sample spread"] >= 0.03, (name, check)
+        assert check["PSNR, held-out healthy (dB)"] > check["PSNR of the mean training image (dB)"]
+    table = pd.read_csv(run.tables / "plateau_check.csv", index_col=0)
+    assert list(table["past the plateau"]) == ["yes", "yes"], "notebook 05 reports the same"
+
+
+def test_no_absolute_path_of_the_machine_in_the_pdf(quick_run):
+    run_dir, base = quick_run
+    text = " ".join(_pdf_text(run_dir / "report" / f"{report.STEM}.pdf").split())
+    for root in {str(base), str(paths.PROJECT_ROOT), str(Path.home()), "/tmp/", "/work/"}:
+        assert root not in text, f"{root} appears in the PDF"
+
+
+@pytest.mark.parametrize("which", ["source", "executed"])
+def test_plain_nbconvert_to_pdf_works_for_a_notebook(quick_run, which, tmp_path):
+    """`jupyter nbconvert --to pdf NOTEBOOK`, as Jupyter's "Save and Export as PDF" does."""
+    run_dir, _ = quick_run
+    if which == "source":
+        folder, name = paths.notebooks_dir(), "02_architecture.ipynb"
+    else:
+        folder, name = run_dir / "executed", "05_generation_reconstruction.ipynb"
+    cmd = [sys.executable, "-m", "jupyter", "nbconvert", "--to", "pdf", name,
+           "--output-dir", str(tmp_path)]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=folder, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / name.replace(".ipynb", ".pdf")).stat().st_size > 10_000

@@ -101,7 +101,8 @@ def _digest(folder: Path) -> dict[str, str]:
     [
         (["-p", "nope", "1"], "unknown parameter 'nope'"),
         (["-p", "epochs", "abc"], "epochs='abc': expected int"),
-        (["-p", "epochs", "-3"], "epochs=-3: must be >= 0"),
+        (["-p", "epochs", "-3"], "epochs=-3: must be >= 1"),
+        (["-p", "epochs", "0"], "epochs=0: must be >= 1"),
         (["-p", "n_per_class", "-1"], "n_per_class=-1: must be >= 0"),
         (["-p", "loss", "huber"], "loss='huber': unknown loss"),
         (["--device", "tpu"], "device='tpu': unknown device"),
