@@ -17,7 +17,7 @@ Intervals: 95 % percentile bootstraps over test frames (one frame per source).
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,6 +77,39 @@ class Splits:
             parts.append(counts.assign(**{"class": cls, "role": role}))
         return pd.concat(parts, ignore_index=True)[["source_id", "class", "role", "images"]]
 
+    def generator_sets(self, per_healthy_class: bool = False) -> dict[str, tuple]:
+        """{model name: (training images, rows)}: healthy (or one per healthy class) and polyps."""
+        out = {"healthy": (self.healthy_train, self.healthy_train_rows)}
+        if per_healthy_class:
+            rows = self.healthy_train_rows
+            out = {name: (self.healthy_train[(rows["source_class"] == name).to_numpy()],
+                          rows[rows["source_class"] == name].reset_index(drop=True))
+                   for name in sorted(set(rows["source_class"]))}  # fmt: skip
+        out["polyps"] = (self.polyp_train, self.polyp_train_rows)
+        return out
+
+    def model_counts(self, names: Sequence[str]) -> dict[str, int]:
+        """Frames each model generates: n_per_class per label, healthy shared by training size."""
+        sets = self.generator_sets(per_healthy_class=set(names) != set(CLASSES))
+        healthy = [m for m in names if label_of(m) == "healthy"]
+        sizes = np.array([len(sets[m][0]) for m in healthy], dtype=float)
+        share = self.n_per_class * sizes / sizes.sum()
+        counts = np.floor(share).astype(int)
+        counts[np.argsort(counts - share)[: self.n_per_class - counts.sum()]] += 1
+        return {**dict(zip(healthy, counts.tolist(), strict=True)), "polyps": self.n_per_class}
+
+
+def label_of(name: str) -> str:
+    """Classifier label group of a generative model: "polyps" or "healthy"."""
+    return "polyps" if name == "polyps" else "healthy"
+
+
+def by_label(synthetic: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per-model synthetic frames joined per label (healthy, polyps)."""
+    return {
+        c: np.concatenate([v for k, v in synthetic.items() if label_of(k) == c]) for c in CLASSES
+    }
+
 
 def load_splits(processed: str | os.PathLike, polyp_train_share: float, seed: int) -> Splits:
     """Notebook 01's images split by source frame (see module doc); checks disjointness."""
@@ -117,19 +150,20 @@ def class_models(
     seed: int = 0,
     device: str | torch.device = "auto",
     precision: str = "auto",
+    per_healthy_class: bool = False,
     progress: bool = True,
 ) -> dict[str, dict]:
-    """{class: checkpoint, how, seconds}: notebook 03's MSE model when it fits, else train here."""
+    """{model: checkpoint, how, seconds}: notebook 03's MSE model when it fits, else train here."""
     from helpers.generate import train_class_model
 
     out = {}
-    for cls in CLASSES:
+    for cls, (images, _) in splits.generator_sets(per_healthy_class).items():
         reuse = paths.checkpoint("mse") if cls == "healthy" else None
-        if reuse is not None and trained_on(reuse, splits.train(cls)):
+        if reuse is not None and trained_on(reuse, images):
             out[cls] = {"checkpoint": reuse, "how": "notebook 03's MSE model", "seconds": 0.0}
             continue
         result = train_class_model(
-            splits.train(cls), cls, paths.checkpoint(f"gen_{cls}"), epochs=epochs,
+            images, cls, paths.checkpoint(f"gen_{cls}"), epochs=epochs,
             batch_size=batch_size, lr=lr, seed=seed, device=device, precision=precision,
             progress=progress,
         )  # fmt: skip
@@ -145,9 +179,10 @@ def provenance(models: Mapping[str, dict], splits: Splits) -> pd.DataFrame:
     table = splits.source_table()
     test_ids = set(table.loc[table["role"] == "test", "source_id"])
     rows = []
+    sets = splits.generator_sets(per_healthy_class=set(models) != set(CLASSES))
     for cls, info in models.items():
-        train_rows = splits.healthy_train_rows if cls == "healthy" else splits.polyp_train_rows
-        if not trained_on(info["checkpoint"], splits.train(cls)):
+        images, train_rows = sets[cls]
+        if not trained_on(info["checkpoint"], images):
             raise ValueError(f"{info['checkpoint']}: not trained on the {cls} training images")
         rows.append({
             "class": cls, "checkpoint": Path(info["checkpoint"]).name,
@@ -164,7 +199,7 @@ def provenance(models: Mapping[str, dict], splits: Splits) -> pd.DataFrame:
 
 def generate_sets(
     models: Mapping[str, dict],
-    n: int,
+    splits: Splits,
     out_root: str | os.PathLike,
     *,
     seed: int = 0,
@@ -172,12 +207,12 @@ def generate_sets(
     device: str | torch.device = "cpu",
     progress: bool = True,
 ) -> dict[str, np.ndarray]:
-    """n frames per class with `helpers.generate` into out_root/<class>/ (reused when current)."""
+    """Frames of each model (`Splits.model_counts`) with `helpers.generate` into out_root/<model>/."""
     from helpers.generate import generate_images, load_generated
 
     out = {}
-    for cls, info in models.items():
-        folder = Path(out_root) / cls
+    for cls, n in splits.model_counts(list(models)).items():
+        info, folder = models[cls], Path(out_root) / cls
         generate_images(info["checkpoint"], n, folder, seed=seed, temperature=temperature,
                         class_name=cls, device=device, replace=True, progress=progress)  # fmt: skip
         images, manifest = load_generated(folder)
@@ -192,7 +227,7 @@ def training_sets(
     splits: Splits, synthetic: Mapping[str, np.ndarray], seed: int
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Images and labels for the rows real only / synthetic only / real + synthetic."""
-    n = splits.n_per_class
+    n, synthetic = splits.n_per_class, by_label(synthetic)
     rng = np.random.default_rng([seed, _PICK_STREAM])
     real = [splits.train(c)[np.sort(rng.choice(len(splits.train(c)), n, replace=False))]
             for c in CLASSES]  # fmt: skip
@@ -354,18 +389,20 @@ def models_text(
     for _, r in prov.iterrows():
         cls = r["class"]
         kld = final_kld_per_image(models[cls]["checkpoint"])
+        real = splits.generator_sets(set(models) != set(CLASSES))[cls][0]
         parts.append(
             f"the {cls} model is {models[cls]['how']} on {r['training images']} images from "
             f"{r['training sources']} source frames ({r['test sources seen']} of them test "
             f"frames), ending at a KL divergence of {kld:.2f} nats per image; its frames vary by "
-            f"{spread(synthetic[cls]):.3f} per pixel (real {cls}: {spread(splits.train(cls)):.3f})"
+            f"{spread(synthetic[cls]):.3f} per pixel (its {len(real)} real frames: "
+            f"{spread(real):.3f}); it generated {len(synthetic[cls])} frames"
         )
         if kld < COLLAPSED_KLD:
             collapsed.append(cls)
     text = (
-        f"In this run {'; '.join(parts)}. Each model generated {splits.n_per_class} frames, as "
-        "many as the real training set holds per class (variation: standard deviation across "
-        "frames, averaged over pixels, for pixel values in [0, 1])."
+        f"In this run {'; '.join(parts)}. The synthetic set holds {splits.n_per_class} frames per "
+        "class, as many as the real training set (variation: standard deviation across frames, "
+        "averaged over pixels, for pixel values in [0, 1])."
     )
     if collapsed:
         text += (
@@ -419,12 +456,18 @@ def plot_samples(splits: Splits, synthetic: Mapping[str, np.ndarray], n: int = 8
     """Rows: real healthy, synthetic healthy, real polyps, synthetic polyps (n each)."""
     from helpers.plots import show_grid
 
-    real = {"healthy": splits.healthy_train, "polyps": splits.polyp_train}
+    real, synthetic = (
+        {"healthy": splits.healthy_train, "polyps": splits.polyp_train},
+        by_label(synthetic),
+    )
     n = min(n, *(len(a) for a in (*real.values(), *synthetic.values())))
     rows, labels = [], []
     for cls in CLASSES:
         pick = np.linspace(0, len(real[cls]) - 1, n).astype(int)
-        rows += [real[cls][pick], synthetic[cls][:n]]
+        rows += [
+            real[cls][pick],
+            synthetic[cls][np.linspace(0, len(synthetic[cls]) - 1, n).astype(int)],
+        ]
         labels += [f"real {cls}", f"synthetic {cls}"]
     return show_grid(np.concatenate(rows), nrow=n, row_labels=labels, path=path)
 

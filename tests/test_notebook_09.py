@@ -157,3 +157,36 @@ def test_traversal_changes_one_dimension_per_row():
     centres = grid[3::7]  # value 0 in every row: all latents 0
     assert all(np.array_equal(centres[0], c) for c in centres)
     assert not np.array_equal(grid[0], grid[6])
+
+
+def test_per_healthy_class_models_share_the_synthetic_set(tmp_path):
+    """The per-class option: one EndoVAE per healthy class, each on its own sources only."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from helpers import synthetic_eval as se
+
+    run = paths.RunPaths(_fake_run(tmp_path))
+    splits = se.load_splits(run.processed, 0.5, 0)
+    ckpts = SimpleNamespace(checkpoint=lambda name: tmp_path / f"{name}.pt")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: a second thread only waits on busy cores
+    try:
+        models = se.class_models(
+            ckpts, splits, epochs=1, batch_size=16, device="cpu", precision="fp32",
+            per_healthy_class=True, progress=False,
+        )  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+    assert set(models) == {"normal-cecum", "normal-pylorus", "normal-z-line", "polyps"}
+    prov = se.provenance(models, splits).set_index("class")
+    assert (prov["test sources seen"] == 0).all()
+    assert prov.drop(index="polyps")["training images"].sum() == len(splits.healthy_train)
+    counts = splits.model_counts(list(models))
+    assert sum(v for k, v in counts.items() if k != "polyps") == splits.n_per_class
+    synthetic = se.generate_sets(models, splits, tmp_path / "synthetic", progress=False)
+    assert {k: len(v) for k, v in synthetic.items()} == counts
+    sets = se.training_sets(splits, synthetic, seed=0)
+    x, y = sets["synthetic only"]
+    assert len(x) == 2 * splits.n_per_class and y.sum() == splits.n_per_class
