@@ -39,6 +39,7 @@ from helpers.atomic import atomic_path, atomic_write_bytes, atomic_write_csv, at
 from helpers.checkpoint import read_checkpoint
 from helpers.model import EndoVAE, EndoVAEConfig, count_parameters
 from helpers.preprocess import PNG_COMPRESS_LEVEL
+from helpers.progress import report_progress
 from helpers.runtime import get_device
 
 MANIFEST_NAME = "manifest.csv"
@@ -244,7 +245,10 @@ def check_folder(out: Path, stamp: dict) -> tuple[dict | None, pd.DataFrame]:
             f"out={str(out)!r}: holds files that helpers.generate did not write "
             f"(e.g. {names[0]!r}); choose an empty or new folder"
         )
-    old = json.loads((out / STAMP_NAME).read_text())
+    try:
+        old = json.loads((out / STAMP_NAME).read_text())
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"out={str(out)!r}: unreadable {STAMP_NAME} ({exc})") from exc
     own = re.compile(rf"^{re.escape(str(old.get('class')))}_\d{{6,}}\.png$")
     foreign = [n for n in names if n not in (STAMP_NAME, MANIFEST_NAME) and not own.match(n)]
     if foreign:
@@ -369,6 +373,7 @@ def _fill(model, out: Path, manifest: pd.DataFrame, n: int, block: int, stamp: d
                     rows[i] = _write_frame(out, i, image, zi, stamp)
             atomic_write_csv(out / MANIFEST_NAME, _manifest_frame(rows))
             bar.update(len(todo))
+            report_progress(task=f"generate {stamp['class']}: {len(rows)}/{n} frames")
     return _manifest_frame(rows)
 
 
