@@ -401,8 +401,13 @@ def load_generated(out: str | os.PathLike) -> tuple[np.ndarray, pd.DataFrame]:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found; run helpers.generate first")
     manifest = pd.read_csv(path, dtype={"z": str})
-    images = [np.asarray(Image.open(out / f).convert("RGB")) for f in manifest["file"]]
-    return np.stack(images), manifest
+    return np.stack([_read_png(out / f) for f in manifest["file"]]), manifest
+
+
+def _read_png(path: Path) -> np.ndarray:
+    """A PNG as uint8 H x W x 3 (file closed)."""
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
 
 
 # --- class-wise models -------------------------------------------------------------------------
