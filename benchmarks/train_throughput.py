@@ -3,8 +3,9 @@
 In one process, trains the same EndoVAE for the same number of timed steps with
   (a) reference: a Dataset reading the processed PNGs with PIL, DataLoader(num_workers=2),
       fp32, `.to(device)` and `loss.item()` every step;
-  (b) ours: `fit()` (uint8 data resident on the device, bf16 autocast + channels_last where
-      chosen, no per-step host sync; optional torch.compile).
+  (b) ours: `fit()` (uint8 data resident on the device, in the precision `auto` measured fastest
+      here, or --precision; no per-step host sync; optional torch.compile).
+It first prints the images/s of every precision candidate `auto` timed and the one it chose.
 Warm-up steps are excluded from both timings: (a) skips its first --warmup steps; (b) runs one
 untimed epoch first (its images/s is the second epoch's). On a shared machine the load changes
 from minute to minute, so the two loops alternate for --rounds rounds and each side keeps its best
@@ -33,7 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 from helpers.losses import vae_loss
 from helpers.model import EndoVAE
 from helpers.runtime import describe_device, get_device, seed_everything
-from helpers.train import TrainConfig, fit
+from helpers.train import TrainConfig, fit, training_precision
 
 PAPER_IMAGES = 2 * 3000 * 6000  # two models x 3,000 epochs x 6,000 healthy images
 NOMINAL_GFLOP = 7.2  # per training image, transposed convs counted at their output size
@@ -109,9 +110,11 @@ def load_uint8(files: list[Path]) -> np.ndarray:
     return np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files])
 
 
-def ours(images: np.ndarray, batch_size: int, device, compile_: bool, threads: int):
+def ours(images: np.ndarray, batch_size: int, device, compile_: bool, threads: int, precision: str):
     """Images/s of `fit` over its second epoch (the first is the warm-up), and its precision."""
-    config = TrainConfig(epochs=2, batch_size=batch_size, checkpoint_every=0, compile=compile_)
+    config = TrainConfig(
+        epochs=2, batch_size=batch_size, checkpoint_every=0, compile=compile_, precision=precision
+    )
     previous = torch.get_num_threads()
     torch.set_num_threads(threads or previous)
     try:
@@ -142,6 +145,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--data", default="", help="processed folder; default: synthetic PNGs")
     parser.add_argument("--compile", action="store_true", help="torch.compile in our trainer")
+    parser.add_argument("--precision", default="auto", help="auto (default), fp32, bf16, fp16")
     parser.add_argument(
         "--threads", type=int, default=0,
         help="CPU threads for our trainer (0: torch's default); 1 wins on an oversubscribed CPU",
@@ -166,10 +170,14 @@ def main(argv=None) -> float:
         print(f"device {describe_device(device)}; torch {torch.__version__}; "
               f"{torch.get_num_threads()} threads; batch {args.batch_size}; "
               f"{args.steps} timed steps x {args.rounds} rounds; data {args.data or 'synthetic PNGs'}")  # fmt: skip
+        choice = training_precision(device, args.precision, args.batch_size)
+        print(f"precision: {choice.describe()}", flush=True)
         refs, fasts = [], []
         for r in range(1, args.rounds + 1):
             refs.append(reference_loop(files, args.steps, args.warmup, args.batch_size, device))
-            fast, label = ours(images, args.batch_size, device, args.compile, args.threads)
+            fast, label = ours(
+                images, args.batch_size, device, args.compile, args.threads, args.precision
+            )
             fasts.append(fast)
             print(f"round {r}: (a) {refs[-1]:.1f} img/s, (b) {fast:.1f} img/s")
     ref, fast = max(refs), max(fasts)

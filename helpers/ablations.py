@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 
 from helpers.atomic import atomic_write_text
-from helpers.metrics import image_metrics, paired_difference, summarize
+from helpers.metrics import PLATEAU_KL_PER_IMAGE, image_metrics, paired_difference, summarize
 
 BASELINE = "baseline"
 BASE_LATENT = 6
@@ -1118,7 +1118,29 @@ def budget_text(arms_tab: pd.DataFrame, batch_size: int) -> str:
             "how fast each setting learns rather than where it ends; read the intervals, and rerun "
             "with more epochs (or the paper profile on a GPU) before drawing conclusions."
         )
-    return text
+    return text + " " + plateau_sentence(arms_tab, batch_size)
+
+
+def plateau_sentence(arms_tab: pd.DataFrame, batch_size: int) -> str:
+    """Which arms are still on the posterior-collapse plateau (final KL below the threshold)."""
+    kl = arms_tab["final_kld"] / batch_size
+    stuck = list(arms_tab.loc[kl < PLATEAU_KL_PER_IMAGE, "label"])
+    if not stuck:
+        return (
+            f"Every arm left the posterior-collapse plateau (final KL divergence at least "
+            f"{PLATEAU_KL_PER_IMAGE:g} nats per image)."
+        )
+    who = (
+        "Every arm is"
+        if len(stuck) == len(arms_tab)
+        else f"{len(stuck)} arms ({', '.join(stuck)}) are"
+    )
+    return (
+        f"{who} not trained past the posterior-collapse plateau (final KL divergence below "
+        f"{PLATEAU_KL_PER_IMAGE:g} nats per image): such a model ignores its latent code and "
+        "returns nearly one mean image, so comparisons involving it describe the plateau, not the "
+        "setting. The paper profile trains every arm past it."
+    )
 
 
 def to_float(images: np.ndarray | torch.Tensor) -> torch.Tensor:

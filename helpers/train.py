@@ -3,9 +3,9 @@
 `fit()` keeps the whole uint8 training set on the device (NCHW, channels_last where chosen),
 shuffles it by index each epoch with a seeded generator, converts each batch to float on the
 device, and runs in the precision and memory layout that `training_precision` measured fastest
-on this machine (fp32, fp32 + channels_last or bf16 + channels_last on a CPU; bf16, or fp16 with a
-gradient scaler, on CUDA), with fused Adam on CUDA and optional `torch.compile`. Loss sums stay on the device; the host reads them once per
-epoch, which is also when a non-finite loss is detected.
+on this machine (fp32, fp32 + channels_last or bf16 + channels_last on a CPU; bf16, or fp16 with
+a gradient scaler, on CUDA), with fused Adam and optional `torch.compile`. Loss sums stay on the
+device; the host reads them once per epoch, which is also when a non-finite loss is detected.
 
 Logged per epoch (history): recon, kld, total in the original report's unit, the loss summed
 over one batch of `batch_size` images, i.e. the epoch's sum times `batch_size / n_images`
@@ -260,8 +260,9 @@ def _save(path, history_path, model, optimizer, epoch, history, tcfg, shuffle, d
 
 
 def _make_optimizer(model: EndoVAE, lr: float, device: torch.device) -> torch.optim.Adam:
-    """Adam (fused kernel on CUDA)."""
-    return torch.optim.Adam(model.parameters(), lr=lr, fused=device.type == "cuda")
+    """Adam, with the fused kernel on CUDA and CPU (one pass over the 11M parameters per step:
+    on a 2-core CPU ~4x faster than the per-tensor loop, which matters at small batches)."""
+    return torch.optim.Adam(model.parameters(), lr=lr, fused=device.type in ("cuda", "cpu"))
 
 
 def _load_optimizer(optimizer: torch.optim.Adam, state: dict) -> None:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
 
-from helpers import runtime, train
+from helpers import paths, runtime, train
 from helpers.runtime import Precision
 
 CPU = torch.device("cpu")
@@ -105,3 +108,15 @@ def test_fit_trains_with_the_measured_choice(cache, monkeypatch):
 def test_real_measurement_gives_a_positive_speed():
     speed = train.measure_images_per_s(FP32_CL, CPU, 2, min_steps=1, min_seconds=0.0)
     assert speed > 0
+
+
+def test_gpu_check_script_runs_its_checks_in_tiny_mode(tmp_path):
+    """The GPU check (benchmarks/gpu_check.sh) is exercised on the CPU with tiny sizes."""
+    env = {**os.environ, "ENDOVAE_DATA_DIR": str(tmp_path / "data"), "MPLBACKEND": "Agg"}
+    cmd = [sys.executable, "benchmarks/gpu_check.py", "--device", "cpu", "--tiny"]
+    proc = subprocess.run(cmd, cwd=paths.PROJECT_ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    table = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
+    assert table[0].startswith("| check | images/s") and len(table) >= 3
+    assert "auto picks:" in proc.stdout
