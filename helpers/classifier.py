@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from helpers.progress import report_progress
 from helpers.runtime import Precision, PrecisionChoice, autocast, choose_precision, time_steps
 
 LABELS = ("real", "reconstructed")
@@ -240,6 +241,9 @@ def train_classifier(
             history.append(
                 _train_epoch(model, run, opt, inputs, y_train, batch_size, gen, epoch, prec, scaler)
             )
+            seconds = sum(h["seconds"] for h in history)
+            report_progress(task="classifier", epoch=epoch, epochs=epochs,
+                            seconds_left=seconds / epoch * (epochs - epoch))  # fmt: skip
     model.eval()
     frame = pd.DataFrame(history)
     frame.attrs["precision"] = choice.describe()

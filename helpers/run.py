@@ -11,8 +11,9 @@ declares the name, and optional `notebooks: {NN_name: {...}}` overrides), then `
 and `--device`; `run_dir` is always passed. Everything is checked before the first notebook runs.
 
 A notebook is skipped when its stamp (`executed/.stamps/NN_name.json`: hash of the notebook,
-its parameters, the helpers source and the stamps of the notebooks before it) is unchanged since
-its last successful run, unless `--force`. Timings go to `<run_dir>/timings.csv`.
+its parameters, the helpers source, its data folder or zip, and the current content of every file
+the notebooks before it wrote) is unchanged since its last successful run and the files it wrote
+itself are still there, unchanged; `--force` reruns it anyway. Timings go to `<run_dir>/timings.csv`.
 
 Exit codes: 0 success, 1 a notebook or the report failed, 2 bad arguments or parameters.
 """
@@ -420,13 +421,83 @@ def helpers_hash(root: Path | None = None) -> str:
     return digest.hexdigest()
 
 
-def stamp_key(nb: Notebook, params: dict[str, Any], code_hash: str, previous: str) -> str:
-    """Hash of everything a notebook's result depends on."""
+def stamp_key(nb: Notebook, params: dict[str, Any], code_hash: str, inputs: str) -> str:
+    """Hash of everything a notebook's result depends on (`inputs`: digest of what it reads)."""
     digest = hashlib.sha256()
     digest.update(nb.path.read_bytes())
     digest.update(json.dumps(params, sort_keys=True, default=str).encode())
     digest.update(code_hash.encode())
-    digest.update(previous.encode())
+    digest.update(inputs.encode())
+    return digest.hexdigest()
+
+
+_DIGESTS: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256, per process
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes ("missing" when it is gone); unchanged files are hashed once."""
+    try:
+        stat = path.stat()
+        key = (str(path), stat.st_size, stat.st_mtime_ns)
+        if key not in _DIGESTS:
+            with open(path, "rb") as fh:
+                _DIGESTS[key] = hashlib.file_digest(fh, "sha256").hexdigest()
+        return _DIGESTS[key]
+    except OSError:
+        return "missing"
+
+
+def snapshot(run_dir: Path) -> dict[str, tuple[int, int]]:
+    """(size, mtime_ns) of every file in the run folder outside executed/ and report/."""
+    found = {}
+    for path in run_dir.rglob("*"):
+        rel = path.relative_to(run_dir).as_posix()
+        if rel.split("/")[0] in ("executed", "report") or not path.is_file():
+            continue
+        stat = path.stat()
+        found[rel] = (stat.st_size, stat.st_mtime_ns)
+    return found
+
+
+def written_files(run_dir: Path, before: dict[str, tuple[int, int]]) -> dict[str, str]:
+    """Files a notebook wrote (new or changed since `before`) -> their sha256."""
+    after = snapshot(run_dir)
+    return {
+        rel: file_digest(run_dir / rel)
+        for rel, sig in sorted(after.items())
+        if before.get(rel) != sig
+    }
+
+
+def outputs_intact(run_dir: Path, outputs: dict[str, str]) -> bool:
+    """True when every recorded output still exists with the same content."""
+    return all(file_digest(run_dir / rel) == digest for rel, digest in outputs.items())
+
+
+def data_fingerprint(params: dict[str, Any]) -> str:
+    """Content digest of a `data_dir` outside the run folder (a folder or a zip); "" otherwise."""
+    from helpers import kvasir
+
+    data = str(params.get("data_dir", "")).strip()
+    if not data or data.lower() in DATA_KEYWORDS:
+        return ""
+    path = Path(data)
+    if path.is_file():
+        return file_digest(path)
+    try:
+        return kvasir.fingerprint_folder(kvasir.find_class_dirs(path))
+    except (OSError, ValueError):
+        return "unreadable"
+
+
+def inputs_digest(run_dir: Path, notebooks: list[Notebook], nb: Notebook, params: dict) -> str:
+    """Digest of what `nb` reads: the current content of every earlier notebook's outputs and
+    its data folder; so a changed mse.pt or data folder makes every later notebook stale."""
+    digest = hashlib.sha256(data_fingerprint(params).encode())
+    for earlier in (n for n in notebooks if n.name < nb.name):
+        outputs = read_stamp(run_dir, earlier.name).get("outputs", {"none": "missing"})
+        for rel in sorted(outputs):
+            digest.update(f"{earlier.name}/{rel}={file_digest(run_dir / rel)}".encode())
     return digest.hexdigest()
 
 
@@ -441,15 +512,6 @@ def read_stamp(run_dir: Path, name: str) -> dict:
         return json.loads(stamp_path(run_dir, name).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-
-
-def previous_key(run_dir: Path, notebooks: list[Notebook], nb: Notebook, keys: dict) -> str:
-    """Stamp key of the notebook just before `nb` (this run's, else its stored one)."""
-    before = [n for n in notebooks if n.name < nb.name]
-    if not before:
-        return ""
-    last = before[-1].name
-    return keys.get(last) or read_stamp(run_dir, last).get("key", "missing")
 
 
 # --- execution --------------------------------------------------------------------------------
@@ -581,19 +643,22 @@ def run_notebooks(
     force: bool,
 ) -> tuple[list[Outcome], bool]:
     """Execute (or skip) the selected notebooks in order; stop at the first failure."""
-    code_hash, keys, outcomes = helpers_hash(), {}, []
+    code_hash, outcomes = helpers_hash(), []
     for i, nb in enumerate(selected, start=1):
         params = resolved[nb.name]
-        key = stamp_key(nb, params, code_hash, previous_key(run_dir, notebooks, nb, keys))
-        keys[nb.name] = key
+        key = stamp_key(nb, params, code_hash, inputs_digest(run_dir, notebooks, nb, params))
         header = f"[{i}/{len(selected)}] {nb.name} ..."
         print(header, end="", flush=True)
         done = (run_dir / "executed" / nb.path.name).is_file()
-        if not force and done and read_stamp(run_dir, nb.name).get("key") == key:
-            print(" skipped (unchanged)", flush=True)
-            outcomes.append(Outcome(nb.name, 0.0, True))
-            continue
+        stored = read_stamp(run_dir, nb.name)
+        if not force and done and stored.get("key") == key:
+            if outputs_intact(run_dir, stored.get("outputs", {})):
+                print(" skipped (unchanged)", flush=True)
+                outcomes.append(Outcome(nb.name, 0.0, True))
+                continue
+            print(" outputs changed since its last run; rerunning ...", end="", flush=True)
         stamp_path(run_dir, nb.name).unlink(missing_ok=True)
+        before = snapshot(run_dir)
         start = time.perf_counter()
         try:
             with live_progress(run_dir, header):
@@ -611,6 +676,7 @@ def run_notebooks(
             "key": key,
             "seconds": round(seconds, 2),
             "parameters": params,
+            "outputs": written_files(run_dir, before),
         }
         atomic_write_text(stamp_path(run_dir, nb.name), json.dumps(stamp, indent=2, default=str))
         print(f" {seconds:.1f} s", flush=True)

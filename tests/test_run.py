@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import nbformat
@@ -282,3 +283,78 @@ def test_parameters_with_equals_in_comments_are_found(tmp_path):
     assert found["workers"]["inferred_type_name"] == "int"
     assert found["workers"]["help"] == "0 = all cores"
     assert run._declared_type(found["lr"]) == "float"
+
+
+def test_changed_output_of_an_earlier_notebook_reruns_the_later_one(dummy, capsys):
+    """As when `--only 03 -p epochs 25` rewrites mse.pt: notebook 05 must not be skipped."""
+    args = [*dummy["args"], "--no-report"]
+    assert run.main(args) == 0
+    (dummy["run_dir"] / "marks" / "01.txt").write_text("changed by hand\n")
+    capsys.readouterr()
+    assert run.main([*args, "--only", "02"]) == 0
+    assert "skipped" not in capsys.readouterr().out
+    assert len(_marks(dummy["run_dir"], "02")) == 2
+
+
+def test_damaged_output_is_detected_and_rerun(dummy, capsys):
+    """As with a truncated mse.pt: the notebook that wrote it runs again."""
+    args = [*dummy["args"], "--no-report"]
+    assert run.main(args) == 0
+    (dummy["run_dir"] / "marks" / "02.txt").write_text("")
+    capsys.readouterr()
+    assert run.main([*args, "--only", "02"]) == 0
+    assert "outputs changed since its last run" in capsys.readouterr().out
+    assert len(_marks(dummy["run_dir"], "02")) == 1
+
+
+def test_changed_data_reruns_preprocessing(dummy, tmp_path, capsys):
+    data = tmp_path / "kvasir.zip"
+    data.write_bytes(b"first version")
+    args = [*dummy["args"], "--no-report", "--only", "01", "--data", str(data)]
+    assert run.main(args) == 0
+    assert run.main(args) == 0 and len(_marks(dummy["run_dir"], "01")) == 1  # unchanged: skipped
+    data.write_bytes(b"second version")
+    assert run.main(args) == 0
+    assert len(_marks(dummy["run_dir"], "01")) == 2
+
+
+def test_a_second_runner_on_the_same_run_folder_stops_with_one_line(dummy, capsys):
+    from helpers.lock import file_lock
+
+    dummy["run_dir"].mkdir(parents=True)
+    with file_lock(dummy["run_dir"] / ".run.lock", what="run folder"):
+        rc = run.main([*dummy["args"], "--no-report"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == run.EXIT_USAGE and len(err) == 1
+    assert f"PID {os.getpid()}" in err[0]
+    assert not _marks(dummy["run_dir"], "01"), "nothing ran"
+
+
+@pytest.mark.parametrize("kind", ["file", "proc", "read-only"])
+def test_bad_run_folder_is_one_line_and_exit_2(dummy, tmp_path, capsys, kind):
+    if kind == "file":
+        target = tmp_path / "a-file"
+        target.write_text("x")
+    elif kind == "proc":
+        target = Path("/proc/endovae-run")
+    else:
+        if os.geteuid() == 0:
+            pytest.skip("root writes into read-only folders")
+        parent = tmp_path / "ro"
+        parent.mkdir()
+        parent.chmod(0o500)
+        target = parent / "run"
+    args = [a if a != str(dummy["run_dir"]) else str(target) for a in dummy["args"]]
+    rc = run.main([*args, "--no-report"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == run.EXIT_USAGE and len(err) == 1 and "--run-dir" in err[0], err
+
+
+def test_run_dir_from_the_environment_is_used(dummy, tmp_path, monkeypatch):
+    target = tmp_path / "from-env"
+    monkeypatch.setenv("ENDOVAE_RUN_DIR", str(target))
+    args = [a for a in dummy["args"]]
+    i = args.index("--run-dir")
+    del args[i : i + 2]
+    assert run.main([*args, "--no-report"]) == 0
+    assert _marks(target, "01") == ["4"]
