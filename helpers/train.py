@@ -74,7 +74,7 @@ class TrainConfig:
         """Validate every field; errors name the parameter."""
         if self.loss not in RECON_LOSSES:
             raise ValueError(f"loss={self.loss!r}: expected one of {', '.join(RECON_LOSSES)}")
-        _check_int("epochs", self.epochs, 0)
+        _check_int("epochs", self.epochs, 1)
         _check_int("batch_size", self.batch_size, 1)
         _check_int("seed", self.seed, 0)
         _check_int("checkpoint_every", self.checkpoint_every, 0)
@@ -235,6 +235,12 @@ def _load_resume_state(
         raise ValueError(
             f"cannot resume from {path}: it was trained with other settings "
             f"({'; '.join(diffs)}). Delete the file or pass resume=False to start over."
+        )
+    if int(state["epoch"]) > tcfg.epochs:
+        raise ValueError(
+            f"epochs={tcfg.epochs}: {path.name} already holds {int(state['epoch'])} epochs; pass "
+            f"epochs={int(state['epoch'])} (or more) to use it, or resume=False to train "
+            f"{tcfg.epochs} epoch(s) from scratch"
         )
     return state
 

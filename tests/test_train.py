@@ -256,3 +256,17 @@ def test_compiled_training_runs(tmp_path):
     config = TrainConfig(epochs=2, batch_size=8, compile=True)
     result = fit(smooth_images(16, 16), config, model_config=TINY, device="cpu", progress=False)
     assert np.isfinite(result.history["total"]).all() and len(result.history) == 2
+
+
+def test_fewer_epochs_than_the_checkpoint_stop_with_a_clear_message(tmp_path):
+    """Never return a longer-trained model than asked for, never shorten the history file."""
+    images = np.random.default_rng(0).integers(0, 256, (8, 96, 96, 3), dtype=np.uint8)
+    kwargs = {"checkpoint_path": tmp_path / "m.pt", "history_path": tmp_path / "m.csv",
+              "device": "cpu", "progress": False}  # fmt: skip
+    fit(images, TrainConfig(epochs=2, batch_size=8, precision="fp32"), **kwargs)
+    history = (tmp_path / "m.csv").read_bytes()
+    with pytest.raises(ValueError, match=r"epochs=1: m\.pt already holds 2 epochs"):
+        fit(images, TrainConfig(epochs=1, batch_size=8, precision="fp32"), **kwargs)
+    assert (tmp_path / "m.csv").read_bytes() == history
+    with pytest.raises(ValueError, match="epochs"):
+        TrainConfig(epochs=0)
