@@ -197,8 +197,9 @@ def data_source(run_dir: Path, nbs: dict[str, Any]) -> tuple[str, bool]:
     if value is None:
         return "unknown (no executed notebook declares data_dir)", False
     if value.strip().lower().startswith("download"):
-        return "Kvasir, downloaded by the bundle (checksum-verified)", False
-    return f"Kvasir from {value}", False
+        return "Kvasir, downloaded by the bundle and checked against its pinned SHA-256", False
+    kind = "zip file" if value.strip().lower().endswith(".zip") else "folder"
+    return f"images from the {kind} {Path(value).name} (given with --data)", False
 
 
 def _git(*args: str) -> subprocess.CompletedProcess:
@@ -410,6 +411,8 @@ def key_settings(nbs: dict[str, Any]) -> dict[str, Any]:
         for name, value in notebook_parameters(nb).items():
             if name in KEY_SETTINGS and name not in found:
                 found[name] = value
+    if isinstance(found.get("data_dir"), str) and "/" in found["data_dir"]:
+        found["data_dir"] = Path(found["data_dir"]).name  # no absolute path of the machine
     return {name: found[name] for name in KEY_SETTINGS if name in found}
 
 
