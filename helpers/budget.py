@@ -12,7 +12,17 @@ from typing import Any
 import pandas as pd
 
 # Seconds each notebook spends besides EndoVAE training (quick profile, 2-core AVX2 CPU).
-OTHER_SECONDS = {"01": 15, "02": 8, "03": 5, "04": 5, "05": 10, "06": 30, "07": 45, "08": 25}
+OTHER_SECONDS = {
+    "01": 15,
+    "02": 8,
+    "03": 5,
+    "04": 5,
+    "05": 10,
+    "06": 30,
+    "07": 45,
+    "08": 25,
+    "09": 60,
+}
 DEFAULT_OTHER_SECONDS = 20
 REPORT_SECONDS = 25  # merging the executed notebooks and xelatex
 HEALTHY_CLASSES = 3  # normal-cecum, normal-pylorus, normal-z-line
@@ -45,6 +55,11 @@ def training_images(number: str, params: dict[str, Any], n_train: int) -> int:
     if "abl_epochs" in params:
         per_arm = min(int(params.get("abl_max_train_images") or n_train), n_train)
         return ablation_arms(params) * int(params["abl_epochs"]) * per_arm
+    if "gen_epochs" in params:  # 09: the polyp EndoVAE on its share of polyp frames (4 flips)
+        polyps = n_train / (
+            HEALTHY_CLASSES * (1.0 - float(params.get("healthy_test_fraction", 0.1)))
+        )
+        return int(params["gen_epochs"] * polyps * float(params.get("polyp_train_share", 0.5)))
     if number in ("03", "04") and "epochs" in params:
         cap = int(params.get("max_train_images") or n_train)
         return int(params["epochs"]) * min(cap, n_train)
