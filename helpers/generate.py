@@ -425,8 +425,10 @@ def train_class_model(
     device: str | torch.device = "auto",
     precision: str = "auto",
     progress: bool = True,
+    init_from: str | os.PathLike | None = None,
 ):
-    """Train (or resume) one EndoVAE on one class's training images with `fit` (MSE, Adam)."""
+    """Train (or resume) one EndoVAE on one class's training images with `fit` (MSE, Adam);
+    `init_from` starts it from another model's weights (fine-tuning)."""
     from helpers.train import TrainConfig, fit
 
     tcfg = TrainConfig(loss="mse", epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
@@ -435,7 +437,7 @@ def train_class_model(
     return fit(
         images, tcfg, checkpoint_path=path, history_path=path.with_name(f"{path.stem}_history.csv"),
         device=device, resume=trained_on(path, images, tcfg.to_dict()), progress=progress,
-        desc=f"EndoVAE {class_name}",
+        desc=f"EndoVAE {class_name}", init_from=init_from,
     )  # fmt: skip
 
 
@@ -451,7 +453,10 @@ def trained_on(
     state = read_checkpoint(path)
     data = (state.get("extra") or {}).get("data") or {}
     tensor = images_to_tensor(images)
-    if data != {"n_images": len(tensor), "fingerprint": data_fingerprint(tensor)}:
+    if {k: data.get(k) for k in ("n_images", "fingerprint")} != {
+        "n_images": len(tensor),
+        "fingerprint": data_fingerprint(tensor),
+    }:
         return False
     saved = state.get("train_config") or {}
     keys = [k for k in (train_config or {}) if k not in RESUMABLE_CHANGES]

@@ -35,6 +35,7 @@ CLASSES = ("healthy", "polyps")
 # synthetic frames only and on real frames only; it gives no real + synthetic number.
 PAPER_AUC = {"real only": (0.909, 0.008), "synthetic only": (0.819, 0.009)}
 _PICK_STREAM = 0x09
+POLYP_INITS = ("scratch", "healthy")
 COLLAPSED_KLD = 1.0  # nats per image: below this the samples barely depend on z
 
 
@@ -152,8 +153,15 @@ def class_models(
     precision: str = "auto",
     per_healthy_class: bool = False,
     progress: bool = True,
+    polyp_init: str = "scratch",
 ) -> dict[str, dict]:
-    """{model: checkpoint, how, seconds}: notebook 03's MSE model when it fits, else train here."""
+    """{model: checkpoint, how, seconds}: notebook 03's MSE model when it fits, else train here.
+
+    `polyp_init` "healthy" starts the polyp model from the healthy model's weights (fine-tuning;
+    it then has seen the healthy training frames too), "scratch" trains it as the paper does.
+    """
+    if polyp_init not in POLYP_INITS:
+        raise ValueError(f"polyp_init={polyp_init!r}: expected one of {', '.join(POLYP_INITS)}")
     from helpers.generate import train_class_model
 
     out = {}
@@ -162,13 +170,17 @@ def class_models(
         if reuse is not None and trained_on(reuse, images):
             out[cls] = {"checkpoint": reuse, "how": "notebook 03's MSE model", "seconds": 0.0}
             continue
+        init = out.get("healthy", {}).get("checkpoint") if polyp_init == "healthy" else None
+        init = init if cls == "polyps" else None
         result = train_class_model(
             images, cls, paths.checkpoint(f"gen_{cls}"), epochs=epochs,
             batch_size=batch_size, lr=lr, seed=seed, device=device, precision=precision,
-            progress=progress,
+            progress=progress, init_from=init,
         )  # fmt: skip
-        how = f"trained here for {len(result.history)} epochs"
-        out[cls] = {"checkpoint": result.checkpoint_path, "how": how, "seconds": result.seconds}
+        start = "fine-tuned from the healthy model" if init else "trained from scratch"
+        how = f"{start} here for {len(result.history)} epochs"
+        out[cls] = {"checkpoint": result.checkpoint_path, "how": how, "seconds": result.seconds,
+                    "init": "healthy" if init else None}  # fmt: skip
     return out
 
 
@@ -182,6 +194,8 @@ def provenance(models: Mapping[str, dict], splits: Splits) -> pd.DataFrame:
     sets = splits.generator_sets(per_healthy_class=set(models) != set(CLASSES))
     for cls, info in models.items():
         images, train_rows = sets[cls]
+        seen = train_rows  # fine-tuned: it has also seen what its starting model saw
+        seen = pd.concat([seen, sets[info["init"]][1]]) if info.get("init") else seen
         if not trained_on(info["checkpoint"], images):
             raise ValueError(f"{info['checkpoint']}: not trained on the {cls} training images")
         rows.append({
@@ -189,7 +203,7 @@ def provenance(models: Mapping[str, dict], splits: Splits) -> pd.DataFrame:
             "checkpoint_sha256": file_sha256(info["checkpoint"]), "model": info["how"],
             "training images": len(train_rows),
             "training sources": train_rows["source_id"].nunique(),
-            "test sources seen": len(set(train_rows["source_id"]) & test_ids),
+            "test sources seen": len(set(seen["source_id"]) & test_ids),
         })  # fmt: skip
     out = pd.DataFrame(rows)
     if out["test sources seen"].any():

@@ -453,8 +453,13 @@ def fit(
     resume: bool = True,
     progress: bool = True,
     desc: str = "",
+    init_from: str | os.PathLike | None = None,
 ) -> TrainResult:
-    """Train an EndoVAE on uint8 N x H x W x 3 images; checkpoint, resume, return the eval model."""
+    """Train an EndoVAE on uint8 N x H x W x 3 images; checkpoint, resume, return the eval model.
+
+    `init_from`: a checkpoint whose weights start the training (fine-tuning) instead of the
+    seeded initialisation; its SHA-256 is part of what a resumed run must match.
+    """
     t_start = time.perf_counter()
     tcfg = (
         train_config
@@ -469,6 +474,8 @@ def fit(
     hist_path = Path(history_path) if history_path is not None else None
     cpu_data = images_to_tensor(images, mcfg.in_channels, mcfg.in_size)
     data_info = {"n_images": len(cpu_data), "fingerprint": data_fingerprint(cpu_data)}
+    if init_from is not None:
+        data_info["init_from"] = hashlib.sha256(Path(init_from).read_bytes()).hexdigest()
     state = _load_resume_state(ckpt, resume, tcfg, mcfg, data_info)
 
     shuffle = seed_everything(tcfg.seed)  # also seeds the weights and the sampling noise
@@ -477,6 +484,8 @@ def fit(
     start_epoch = int(state["epoch"]) if state else 0
     if state:
         model.load_state_dict(state["model"])
+    elif init_from is not None:
+        model.load_state_dict(read_checkpoint(Path(init_from))["model"])
     fmt = torch.channels_last if prec.channels_last else torch.contiguous_format
     model = model.to(dev, memory_format=fmt)
     optimizer = _make_optimizer(model, tcfg.lr, dev)
