@@ -276,6 +276,15 @@ def resolve_parameters(
     return resolved
 
 
+def effective_parameters(nb: Notebook, values: dict[str, Any]) -> dict[str, Any]:
+    """Every parameter the notebook will run with: its defaults, overridden by `values`."""
+    defaults = {}
+    for name, spec in nb.params.items():
+        with contextlib.suppress(ValueError, SyntaxError):
+            defaults[name] = ast.literal_eval(str(spec.get("default", "")))
+    return {**defaults, **values}
+
+
 # --- validation -------------------------------------------------------------------------------
 
 
@@ -554,7 +563,7 @@ def live_progress(run_dir: Path, header: str) -> Iterator[None]:
     path = run_dir / "executed" / ".progress.json"
     path.unlink(missing_ok=True)
     os.environ[PROGRESS_ENV] = str(path)
-    stop, tty = threading.Event(), sys.stdout.isatty()
+    stop, tty, printed = threading.Event(), sys.stdout.isatty(), []
 
     def show() -> None:
         """Poll the status file until the notebook ends."""
@@ -566,6 +575,7 @@ def live_progress(run_dir: Path, header: str) -> Iterator[None]:
             elif line and time.monotonic() - last_print >= 30:
                 print(f"\n    {line}", end="", flush=True)
                 last_print = time.monotonic()
+                printed.append(line)
 
     thread = threading.Thread(target=show, daemon=True)
     thread.start()
@@ -578,6 +588,8 @@ def live_progress(run_dir: Path, header: str) -> Iterator[None]:
         path.unlink(missing_ok=True)
         if tty:
             print(f"\r{header}".ljust(160) + f"\r{header}", end="", flush=True)
+        elif printed:  # the outcome goes on a line of its own after the status lines
+            print(f"\n{header}", end="", flush=True)
 
 
 def execute(nb: Notebook, params: dict[str, Any], run_dir: Path) -> Path:
@@ -854,7 +866,7 @@ def expected_time(selected: list[Notebook], resolved: dict, run_dir: Path, repor
     from helpers.runtime import get_device
     from helpers.train import measure_images_per_s, training_precision
 
-    chosen = {nb.name: resolved[nb.name] for nb in selected}
+    chosen = {nb.name: effective_parameters(nb, resolved[nb.name]) for nb in selected}
     trainer = next((p for p in chosen.values() if "precision" in p and "epochs" in p), None)
     if trainer is None:
         seconds, _ = estimate_seconds(chosen, 1.0, paths.RunPaths(run_dir).processed, report)
