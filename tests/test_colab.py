@@ -10,7 +10,9 @@ from helpers import colab, paths
 
 
 def test_notebook_badges_and_setup_cells_match_the_one_url():
-    assert colab.sync(paths.notebooks_dir(), write=False) == [], "run python -m helpers.colab --write"
+    assert colab.sync(paths.notebooks_dir(), write=False) == [], (
+        "run python -m helpers.colab --write"
+    )
 
 
 def test_readme_badges_use_the_one_url():
