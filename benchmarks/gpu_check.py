@@ -26,23 +26,15 @@ import torch
 
 from helpers import kvasir, preprocess
 from helpers.runtime import describe_device, fixed_precision, get_device
-from helpers.train import TrainConfig, fit, measure_images_per_s, training_precision
+from helpers.train import (
+    TrainConfig,
+    fit,
+    measure_images_per_s,
+    training_gflop_per_image,
+    training_precision,
+)
 
 PAPER_IMAGES = 2 * 3000 * 6000
-
-
-def gflop_per_image() -> float:
-    """FLOPs of one training step per image (forward + backward), counted by torch."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from helpers.losses import vae_loss
-    from helpers.model import EndoVAE
-
-    model, x = EndoVAE(), torch.rand(2, 3, 96, 96)
-    with FlopCounterMode(display=False) as counter:
-        logits, mu, logvar = model(x)
-        vae_loss("mse", logits, x, mu, logvar)[0].backward()
-    return counter.get_total_flops() / len(x) / 1e9
 
 
 def embedded_frames(folder: Path, per_class: int, workers: int) -> object:
@@ -110,7 +102,7 @@ def main(argv=None) -> int:
     batch, per_class = (4, 2) if args.tiny else (128, 500)
     epochs = 2 if args.tiny else args.epochs
     print(f"device {describe_device(device)}; torch {torch.__version__}", flush=True)
-    gflop = gflop_per_image()
+    gflop = training_gflop_per_image()
     rows = speed_rows(device, batch, gflop, args.tiny)
     print(f"auto picks: {training_precision(device, 'auto', batch).describe()}", flush=True)
     with tempfile.TemporaryDirectory(prefix="endovae-gpu-check-") as tmp:

@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 from helpers.losses import vae_loss
 from helpers.model import EndoVAE
 from helpers.runtime import describe_device, get_device, seed_everything
-from helpers.train import TrainConfig, fit, training_precision
+from helpers.train import TrainConfig, fit, training_gflop_per_image, training_precision
 
 PAPER_IMAGES = 2 * 3000 * 6000  # two models x 3,000 epochs x 6,000 healthy images
 NOMINAL_GFLOP = 7.2  # per training image, transposed convs counted at their output size
@@ -124,17 +124,6 @@ def ours(images: np.ndarray, batch_size: int, device, compile_: bool, threads: i
     return float(result.history["images_per_s"].iloc[-1]), result.precision
 
 
-def counted_gflop_per_image() -> float:
-    """FLOPs of one training step per image, counted by torch.utils.flop_counter."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    model, x = EndoVAE(), torch.rand(2, 3, 96, 96)
-    with FlopCounterMode(display=False) as counter:
-        logits, mu, logvar = model(x)
-        vae_loss("mse", logits, x, mu, logvar)[0].backward()
-    return counter.get_total_flops() / len(x) / 1e9
-
-
 def parse_args(argv=None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -188,7 +177,7 @@ def main(argv=None) -> float:
     )
     print(f"(b) helpers.train.fit ({label}{extras}): {fast:.1f} img/s")
     if device.type == "cuda":
-        counted = counted_gflop_per_image()
+        counted = training_gflop_per_image()
         print(f"achieved {fast * counted / 1e3:.1f} TFLOP/s ({counted:.2f} GFLOP/image counted; "
               f"{fast * NOMINAL_GFLOP / 1e3:.1f} at the nominal {NOMINAL_GFLOP} GFLOP/image)")  # fmt: skip
         print(f"projected paper profile (2 x 3,000 epochs x 6,000 images): "

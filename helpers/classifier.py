@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from helpers.paths import display_path
 from helpers.progress import report_progress
 from helpers.runtime import Precision, PrecisionChoice, autocast, choose_precision, time_steps
 
@@ -114,12 +115,14 @@ def build_classifier(
     model = RealReconClassifier(backbone, frozen=pretrained, input_size=size)
     if pretrained:
         status = (
-            f"ImageNet ResNet18 weights loaded from {path}: the backbone is frozen and only the "
+            f"ImageNet ResNet18 weights loaded from {display_path(path)}: the backbone is frozen and only the "
             f"head is trained, on images resized from 96x96 to {size}x{size} (as the original report)."
         )
     else:
         looked = (
-            "" if str(weights).lower() == "none" else f" (not found at {cached_weights_path()})"
+            ""
+            if str(weights).lower() == "none"
+            else f" (not found at {display_path(cached_weights_path())})"
         )
         status = (
             f"No ImageNet weights are available{looked}, and nothing is downloaded: the whole "

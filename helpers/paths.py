@@ -15,6 +15,7 @@ Environment variables:
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,3 +134,13 @@ class RunPaths:
         for folder in (self.processed, self.checkpoints, self.figures, self.tables, self.executed):
             folder.mkdir(parents=True, exist_ok=True)
         return self
+
+
+def display_path(path: str | os.PathLike) -> str:
+    """A path as a report may show it: relative to the project or home (~), never the machine's
+    absolute layout; elsewhere only the file or folder name."""
+    path = Path(path).expanduser()
+    for root, label in ((PROJECT_ROOT, "."), (Path.home(), "~")):
+        with contextlib.suppress(ValueError):
+            return f"{label}/{path.resolve().relative_to(root.resolve()).as_posix()}"
+    return path.name

@@ -429,6 +429,17 @@ def measure_images_per_s(
         return time_steps(step, batch_size, min_steps, min_seconds)
 
 
+def training_gflop_per_image(model_config: EndoVAEConfig | None = None) -> float:
+    """FLOPs of one training step (forward, loss, backward) per image, counted by torch."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model, x = EndoVAE(model_config or EndoVAEConfig()), torch.rand(2, 3, 96, 96)
+    with FlopCounterMode(display=False) as counter:
+        logits, mu, logvar = model(x)
+        vae_loss("mse", logits, x, mu, logvar)[0].backward()
+    return counter.get_total_flops() / len(x) / 1e9
+
+
 def training_precision(
     device: str | torch.device, precision: str = "auto", batch_size: int = 128, loss: str = "mse"
 ) -> PrecisionChoice:
