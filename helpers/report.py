@@ -30,6 +30,7 @@ from typing import Any
 
 from helpers import paths
 from helpers.atomic import atomic_write_bytes, atomic_write_text
+from helpers.fingerprint import stale_inputs
 
 TITLE = "Reconstruction of Endoscopy Polyp Images with EndoVAE"
 STEM = "EndoVAE_report"
@@ -549,6 +550,19 @@ def _ablation_paragraph(run: paths.RunPaths, nbs: dict[str, Any]) -> list[str]:
     ]
 
 
+def stale_cell(name: str) -> Any:
+    """A warning cell for a notebook whose inputs changed after it ran."""
+    import nbformat
+
+    cell = nbformat.v4.new_markdown_cell(
+        f"> **Stale results ({name}).** Files this notebook read (an earlier notebook's model, "
+        "images or tables, or the data folder) changed after it ran, so its figures and numbers "
+        "describe the earlier inputs. Run `python -m helpers.run` again to bring them up to date."
+    )
+    cell["id"] = f"stale-{name}"
+    return cell
+
+
 def merge_notebooks(run_dir: Path) -> Any:
     """One notebook: title page, every executed notebook's report cells, the summary."""
     import nbformat
@@ -567,6 +581,8 @@ def merge_notebooks(run_dir: Path) -> Any:
     merged.metadata["date"] = date.today().isoformat()
     merged.cells = title_cells(run_dir, nbs)
     for name, nb in nbs.items():
+        if stale_inputs(run_dir, name):
+            merged.cells.append(stale_cell(name))
         merged.cells.extend(report_cells(nb, name))
     summary = nbformat.v4.new_markdown_cell(summary_text(run_dir, nbs))
     summary["id"] = "summary"

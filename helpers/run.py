@@ -38,6 +38,14 @@ from typing import Any
 
 from helpers import paths
 from helpers.atomic import atomic_write_text
+from helpers.fingerprint import (
+    inputs_digest,
+    outputs_intact,
+    read_stamp,
+    snapshot,
+    stamp_path,
+    written_files,
+)
 from helpers.lock import LockBusy, file_lock
 from helpers.progress import PROGRESS_ENV, format_progress, read_progress
 
@@ -440,89 +448,6 @@ def stamp_key(nb: Notebook, params: dict[str, Any], code_hash: str, inputs: str)
     return digest.hexdigest()
 
 
-_DIGESTS: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256, per process
-
-
-def file_digest(path: Path) -> str:
-    """sha256 of a file's bytes ("missing" when it is gone); unchanged files are hashed once."""
-    try:
-        stat = path.stat()
-        key = (str(path), stat.st_size, stat.st_mtime_ns)
-        if key not in _DIGESTS:
-            with open(path, "rb") as fh:
-                _DIGESTS[key] = hashlib.file_digest(fh, "sha256").hexdigest()
-        return _DIGESTS[key]
-    except OSError:
-        return "missing"
-
-
-def snapshot(run_dir: Path) -> dict[str, tuple[int, int]]:
-    """(size, mtime_ns) of every file in the run folder outside executed/ and report/."""
-    found = {}
-    for path in run_dir.rglob("*"):
-        rel = path.relative_to(run_dir).as_posix()
-        if rel.split("/")[0] in ("executed", "report") or not path.is_file():
-            continue
-        stat = path.stat()
-        found[rel] = (stat.st_size, stat.st_mtime_ns)
-    return found
-
-
-def written_files(run_dir: Path, before: dict[str, tuple[int, int]]) -> dict[str, str]:
-    """Files a notebook wrote (new or changed since `before`) -> their sha256."""
-    after = snapshot(run_dir)
-    return {
-        rel: file_digest(run_dir / rel)
-        for rel, sig in sorted(after.items())
-        if before.get(rel) != sig
-    }
-
-
-def outputs_intact(run_dir: Path, outputs: dict[str, str]) -> bool:
-    """True when every recorded output still exists with the same content."""
-    return all(file_digest(run_dir / rel) == digest for rel, digest in outputs.items())
-
-
-def data_fingerprint(params: dict[str, Any]) -> str:
-    """Content digest of a `data_dir` outside the run folder (a folder or a zip); "" otherwise."""
-    from helpers import kvasir
-
-    data = str(params.get("data_dir", "")).strip()
-    if not data or data.lower() in DATA_KEYWORDS:
-        return ""
-    path = Path(data)
-    if path.is_file():
-        return file_digest(path)
-    try:
-        return kvasir.fingerprint_folder(kvasir.find_class_dirs(path))
-    except (OSError, ValueError):
-        return "unreadable"
-
-
-def inputs_digest(run_dir: Path, notebooks: list[Notebook], nb: Notebook, params: dict) -> str:
-    """Digest of what `nb` reads: the current content of every earlier notebook's outputs and
-    its data folder; so a changed mse.pt or data folder makes every later notebook stale."""
-    digest = hashlib.sha256(data_fingerprint(params).encode())
-    for earlier in (n for n in notebooks if n.name < nb.name):
-        outputs = read_stamp(run_dir, earlier.name).get("outputs", {"none": "missing"})
-        for rel in sorted(outputs):
-            digest.update(f"{earlier.name}/{rel}={file_digest(run_dir / rel)}".encode())
-    return digest.hexdigest()
-
-
-def stamp_path(run_dir: Path, name: str) -> Path:
-    """Stamp file of one notebook."""
-    return run_dir / "executed" / ".stamps" / f"{name}.json"
-
-
-def read_stamp(run_dir: Path, name: str) -> dict:
-    """The stamp of a notebook's last successful run ({} when none)."""
-    try:
-        return json.loads(stamp_path(run_dir, name).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-
-
 # --- execution --------------------------------------------------------------------------------
 
 
@@ -658,7 +583,9 @@ def run_notebooks(
     code_hash, outcomes = helpers_hash(), []
     for i, nb in enumerate(selected, start=1):
         params = resolved[nb.name]
-        key = stamp_key(nb, params, code_hash, inputs_digest(run_dir, notebooks, nb, params))
+        earlier = [n.name for n in notebooks if n.name < nb.name]
+        inputs = inputs_digest(run_dir, earlier, params)
+        key = stamp_key(nb, params, code_hash, inputs)
         header = f"[{i}/{len(selected)}] {nb.name} ..."
         print(header, end="", flush=True)
         done = (run_dir / "executed" / nb.path.name).is_file()
@@ -688,6 +615,8 @@ def run_notebooks(
             "key": key,
             "seconds": round(seconds, 2),
             "parameters": params,
+            "inputs": inputs,
+            "inputs_from": earlier,
             "outputs": written_files(run_dir, before),
         }
         atomic_write_text(stamp_path(run_dir, nb.name), json.dumps(stamp, indent=2, default=str))

@@ -358,3 +358,16 @@ def test_run_dir_from_the_environment_is_used(dummy, tmp_path, monkeypatch):
     del args[i : i + 2]
     assert run.main([*args, "--no-report"]) == 0
     assert _marks(target, "01") == ["4"]
+
+
+def test_report_marks_a_notebook_whose_inputs_changed_after_it_ran(dummy):
+    from helpers import report
+
+    assert run.main([*dummy["args"], "--no-report"]) == 0
+    cells = report.merge_notebooks(dummy["run_dir"]).cells
+    assert not [c for c in cells if "Stale results" in c.source]
+    (dummy["run_dir"] / "marks" / "01.txt").write_text("changed after 02 ran\n")
+    stale = [
+        c.source for c in report.merge_notebooks(dummy["run_dir"]).cells if "Stale" in c.source
+    ]
+    assert len(stale) == 1 and "02_second" in stale[0]
