@@ -23,6 +23,7 @@ import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from helpers import paths
 from helpers.atomic import atomic_write_text
@@ -672,6 +673,16 @@ class DatasetSource:
     counts: dict[str, int] = field(default_factory=dict)
     fingerprint: str = ""
     check: str = ""
+
+    def record(self) -> dict[str, Any]:
+        """What the report says about the data: kind, description, digest and how it was checked."""
+        from helpers.synthetic import GENERATOR_VERSION
+
+        record = {"kind": self.kind, "description": self.description, "counts": self.counts,
+                  "fingerprint": self.fingerprint, "check": self.check}  # fmt: skip
+        if self.kind == "synthetic":
+            record["generator_version"] = GENERATOR_VERSION
+        return record
 
     @property
     def n_healthy(self) -> int:

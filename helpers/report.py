@@ -184,8 +184,35 @@ def is_embedded(run_dir: Path) -> bool | None:
     return bool(data_is_embedded(pd.read_csv(run.manifest), str(run.processed)))
 
 
+def recorded_source(run_dir: Path) -> dict | None:
+    """What notebook 01 recorded about its data (kind, digest, check), or None."""
+    try:
+        record = json.loads((paths.RunPaths(Path(run_dir)).processed / "source.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and "kind" in record else None
+
+
+def describe_record(record: dict) -> str:
+    """Words for the title page and Section 2 from what was checked."""
+    digest = str(record.get("fingerprint", ""))[:16]
+    if record["kind"] == "synthetic":
+        version = record.get("generator_version", "?")
+        return (
+            f"the embedded Kvasir-like set (procedural frames, not real Kvasir images; generator "
+            f"version {version}, content fingerprint {digest})"
+        )
+    if record["kind"].startswith("kvasir-"):
+        name = "Kvasir " + record["kind"].split("-", 1)[1]
+        return f"{name}, sha256 {digest} ({record.get('check') or 'not verified'})"
+    return f"a folder of images (content fingerprint {digest}; not Kvasir as far as checked)"
+
+
 def data_source(run_dir: Path, nbs: dict[str, Any]) -> tuple[str, bool]:
     """(words naming the data the run used, True when it is the embedded Kvasir-like set)."""
+    record = recorded_source(run_dir)
+    if record is not None:
+        return describe_record(record), record["kind"] == "synthetic"
     value = next(
         (str(p["data_dir"]) for p in map(notebook_parameters, nbs.values()) if "data_dir" in p),
         None,

@@ -290,3 +290,22 @@ def test_fit_table_makes_a_shrinkable_tabular():
     assert latex.index("column 19") < latex.index("\\midrule") < latex.index("39")
     assert latex.rstrip().endswith("\\end{adjustbox}\\end{center}")
     assert report.fit_table("no table here") == "no table here"
+
+
+@pytest.mark.parametrize(
+    ("record", "expected"),
+    [
+        ({"kind": "synthetic", "fingerprint": "ab" * 32, "generator_version": "1"},
+         "embedded Kvasir-like set (procedural frames, not real Kvasir images; generator version 1"),
+        ({"kind": "kvasir-v1", "fingerprint": "cd" * 32, "check": "matches the pinned sha256"},
+         "Kvasir v1, sha256 cdcdcdcdcdcdcdcd (matches the pinned sha256)"),
+        ({"kind": "folder", "fingerprint": "ef" * 32},
+         "a folder of images (content fingerprint efefefefefefefef"),
+    ],
+)  # fmt: skip
+def test_data_source_is_named_from_what_notebook_01_checked(tmp_path, record, expected):
+    processed = tmp_path / "data" / "processed"
+    processed.mkdir(parents=True)
+    (processed / "source.json").write_text(json.dumps(record))
+    text, embedded = report.data_source(tmp_path, {})
+    assert expected in text and embedded == (record["kind"] == "synthetic")
