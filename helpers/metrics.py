@@ -314,11 +314,18 @@ def with_original(table: pd.DataFrame, model: str) -> pd.DataFrame:
 
 
 def data_is_embedded(manifest: pd.DataFrame, processed_dir: str | None = None) -> bool:
-    """True when the processed images come from the embedded Kvasir-like set, not Kvasir."""
+    """True when the processed images come from the embedded Kvasir-like set, not Kvasir.
+
+    Notebook 01 records what it checked in `source.json`; older runs fall back to the file names.
+    """
+    import json
     from pathlib import Path
 
     from helpers.kvasir import SYNTHETIC_STAMP
 
+    record = Path(processed_dir or ".") / "source.json"
+    if processed_dir is not None and record.is_file():
+        return json.loads(record.read_text()).get("kind") == "synthetic"
     sources = manifest.get("source_file", pd.Series([], dtype=str)).astype(str)
     if sources.str.lower().str.contains("|".join(EMBEDDED_MARKERS), regex=True).any():
         return True

@@ -692,8 +692,37 @@ def export_pdf(nb, path: Path) -> Path:
         exclude_output_prompt=True,
         raw_mimetypes=["text/latex", ""],
     )
-    body, _ = exporter.from_notebook_node(html_tables_to_latex(nb))
+    body, _ = exporter.from_notebook_node(visible_glyphs(html_tables_to_latex(nb)))
     return atomic_write_bytes(path, body)
+
+
+# Scripts the DejaVu fonts lack (CJK, kana, hangul, full-width forms): xelatex would drop them.
+MISSING_GLYPHS = re.compile("[\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef]")
+
+
+def visible_glyphs(nb) -> Any:
+    """A copy of the notebook whose text shows characters the PDF font lacks as [U+XXXX]."""
+    import copy
+
+    nb = copy.deepcopy(nb)
+
+    def fix(text):
+        """Replace each missing character by its code point."""
+        if isinstance(text, list):
+            return [fix(t) for t in text]
+        if not isinstance(text, str):
+            return text
+        return MISSING_GLYPHS.sub(lambda m: f"[U+{ord(m.group()):04X}]", text)
+
+    for cell in nb.cells:
+        cell.source = fix(cell.source)
+        for output in cell.get("outputs", []):
+            if "text" in output:
+                output["text"] = fix(output["text"])
+            for mime, value in output.get("data", {}).items():
+                if mime.startswith("text/"):
+                    output["data"][mime] = fix(value)
+    return nb
 
 
 def is_default_run(run_dir: Path) -> bool:

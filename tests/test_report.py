@@ -309,3 +309,13 @@ def test_data_source_is_named_from_what_notebook_01_checked(tmp_path, record, ex
     (processed / "source.json").write_text(json.dumps(record))
     text, embedded = report.data_source(tmp_path, {})
     assert expected in text and embedded == (record["kind"] == "synthetic")
+
+
+def test_characters_the_pdf_font_lacks_stay_visible():
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("skipped: 息肉_01.jpg")]
+    out = report.visible_glyphs(nb)
+    assert out.cells[0].source == "skipped: [U+606F][U+8089]_01.jpg"
+    assert nb.cells[0].source == "skipped: 息肉_01.jpg", "the HTML keeps the original"
