@@ -528,5 +528,5 @@ def test_figures_are_written(tree, tmp_path):
     plt.close(fig)
     fig = pp.plot_sources_vs_real(tree["polyps"], tmp_path / "absent", n=4, path=tmp_path / "b.png")
     assert sum(bool(ax.images) for ax in fig.axes) == 2  # the two polyp frames, no real ones
-    assert any("not found" in t.get_text() for t in fig.texts)
+    assert any("no real Kvasir frames given" in t.get_text() for t in fig.texts)
     plt.close(fig)
