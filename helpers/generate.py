@@ -227,6 +227,12 @@ def check_params(n: Any, seed: Any, temperature: Any, batch_size: Any, class_nam
         raise UsageError(f"class={class_name!r}: expected letters, digits and '-' only")
 
 
+def default_class(checkpoint: Path) -> str:
+    """A class name from a checkpoint's file name: gen_polyps.pt -> polyps, my_model.pt -> my-model."""
+    stem = Path(checkpoint).stem.removeprefix("gen_")
+    return re.sub(r"[^A-Za-z0-9-]+", "-", stem).strip("-") or "frames"
+
+
 def frame_name(class_name: str, index: int) -> str:
     """File name of frame `index`: '<class>_<index, 6 digits>.png'."""
     return f"{class_name}_{index:06d}.png"
@@ -309,7 +315,7 @@ def generate_images(
     """
     checkpoint, out = Path(checkpoint), Path(out)
     model, meta = load_model(checkpoint, get_device(str(device)))
-    name = class_name or (meta.get("extra") or {}).get("class") or checkpoint.stem
+    name = class_name or (meta.get("extra") or {}).get("class") or default_class(checkpoint)
     check_params(n, seed, temperature, batch_size, name)
     stamp = {"checkpoint_sha256": file_sha256(checkpoint), "seed": int(seed)}
     stamp.update({"temperature": float(temperature), "class": name, "batch_size": batch_size})

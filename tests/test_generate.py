@@ -228,3 +228,10 @@ def test_explorer_is_off_outside_a_live_kernel_and_wired_inside():
     sliders[2].value = 3.0
     sliders[2].callback()
     assert image.value != png
+
+
+def test_default_class_comes_from_the_checkpoint_name():
+    from helpers.generate import default_class
+
+    assert default_class("runs/x/gen_polyps.pt") == "polyps"
+    assert default_class("my_model.v2.pt") == "my-model-v2"
