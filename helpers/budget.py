@@ -11,6 +11,8 @@ from typing import Any
 
 import pandas as pd
 
+from helpers.kvasir import HEALTHY_CLASSES
+
 # Seconds each notebook spends besides EndoVAE training (quick profile, 2-core AVX2 CPU).
 OTHER_SECONDS = {
     "01": 15,
@@ -25,7 +27,6 @@ OTHER_SECONDS = {
 }
 DEFAULT_OTHER_SECONDS = 20
 REPORT_SECONDS = 25  # merging the executed notebooks and xelatex
-HEALTHY_CLASSES = 3  # normal-cecum, normal-pylorus, normal-z-line
 KVASIR_V1_PER_CLASS = 500
 FLIPS = 4
 
@@ -39,7 +40,7 @@ def healthy_train_images(params: dict[str, Any], processed: Path) -> int:
     embedded = not str(params.get("data_dir", "")).strip()
     per_class = int(params.get("n_per_class", 60)) if embedded else KVASIR_V1_PER_CLASS
     share = 1.0 - float(params.get("healthy_test_fraction", 0.1))
-    return int(HEALTHY_CLASSES * per_class * FLIPS * share)
+    return int(len(HEALTHY_CLASSES) * per_class * FLIPS * share)
 
 
 def ablation_arms(params: dict[str, Any]) -> int:
@@ -57,7 +58,7 @@ def training_images(number: str, params: dict[str, Any], n_train: int) -> int:
         return ablation_arms(params) * int(params["abl_epochs"]) * per_arm
     if "gen_epochs" in params:  # 09: the polyp EndoVAE on its share of polyp frames (4 flips)
         polyps = n_train / (
-            HEALTHY_CLASSES * (1.0 - float(params.get("healthy_test_fraction", 0.1)))
+            len(HEALTHY_CLASSES) * (1.0 - float(params.get("healthy_test_fraction", 0.1)))
         )
         return int(params["gen_epochs"] * polyps * float(params.get("polyp_train_share", 0.5)))
     if number in ("03", "04") and "epochs" in params:

@@ -12,10 +12,6 @@ from typing import Any
 
 from helpers import kvasir
 
-# data_dir values that name a data source instead of a path (helpers.kvasir.resolve_dataset).
-DATA_KEYWORDS = ("", "download", "download:v1", "download:v2", "synthetic", "embedded")
-
-
 _DIGESTS: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256, per process
 
 
@@ -62,7 +58,7 @@ def outputs_intact(run_dir: Path, outputs: dict[str, str]) -> bool:
 def data_fingerprint(params: dict[str, Any]) -> str:
     """Content digest of a `data_dir` outside the run folder (a folder or a zip); "" otherwise."""
     data = str(params.get("data_dir", "")).strip()
-    if not data or data.lower() in DATA_KEYWORDS:
+    if data.lower() in kvasir.DATA_KEYWORDS or data.lower() in kvasir.DATA_ALIASES:
         return ""
     path = Path(data)
     if path.is_file():

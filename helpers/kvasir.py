@@ -42,6 +42,11 @@ VERSION_COUNTS = {500: "v1", 1000: "v2"}
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 EXTRACT_MARKER = ".extraction-complete.json"
 SYNTHETIC_STAMP = "SYNTHETIC.json"
+# data_dir values that name a data source instead of a path; "synthetic" / "embedded" are the
+# runner's words for "" (the embedded Kvasir-like set).
+DATA_KEYWORDS = ("", "download", "download:v1", "download:v2")
+DATA_ALIASES = {"synthetic": "", "embedded": ""}
+SOURCE_RECORD = "source.json"  # what notebook 01 checked about its data, in data/processed/
 USER_AGENT = "endovae-bundle/0.1 (+urllib)"
 CHUNK_BYTES = 1 << 20
 RETRY_DELAY_S = 2.0
@@ -855,7 +860,7 @@ def resolve_dataset(
     spec = str(data_dir or "").strip()
     expected = _validate_sha256(sha256)
     mirror = _validate_url(url) if url else ""
-    is_download = spec.lower() in ("download", "download:v1", "download:v2")
+    is_download = spec.lower() in DATA_KEYWORDS[1:]
     if mirror and not is_download:
         raise ValueError(f"url={url!r}: a mirror is only used with data_dir='download'")
     if expected and (not spec or Path(spec).suffix.lower() != ".zip") and not is_download:
@@ -881,3 +886,18 @@ def resolve_dataset(
             raise ValueError(f"data_dir={data_dir!r}: {path} is a file but not a .zip archive")
         return _zip_source(path, expected, progress, lock_timeout)
     return _source_from_folder(path)
+
+
+def write_source_record(source: DatasetSource, processed: str | os.PathLike) -> Path:
+    """Record what was checked about the data (`DatasetSource.record`) beside the processed set."""
+    path = Path(processed) / SOURCE_RECORD
+    return atomic_write_text(path, json.dumps(source.record(), indent=1))
+
+
+def read_source_record(processed: str | os.PathLike) -> dict | None:
+    """The record `write_source_record` left in `processed` (None when missing or unreadable)."""
+    try:
+        record = json.loads((Path(processed) / SOURCE_RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and "kind" in record else None

@@ -318,14 +318,13 @@ def data_is_embedded(manifest: pd.DataFrame, processed_dir: str | None = None) -
 
     Notebook 01 records what it checked in `source.json`; older runs fall back to the file names.
     """
-    import json
     from pathlib import Path
 
-    from helpers.kvasir import SYNTHETIC_STAMP
+    from helpers.kvasir import SYNTHETIC_STAMP, read_source_record
 
-    record = Path(processed_dir or ".") / "source.json"
-    if processed_dir is not None and record.is_file():
-        return json.loads(record.read_text()).get("kind") == "synthetic"
+    record = read_source_record(processed_dir) if processed_dir is not None else None
+    if record is not None:
+        return record["kind"] == "synthetic"
     sources = manifest.get("source_file", pd.Series([], dtype=str)).astype(str)
     if sources.str.lower().str.contains("|".join(EMBEDDED_MARKERS), regex=True).any():
         return True

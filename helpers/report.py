@@ -31,6 +31,7 @@ from typing import Any
 from helpers import paths
 from helpers.atomic import atomic_write_bytes, atomic_write_text
 from helpers.fingerprint import stale_inputs
+from helpers.kvasir import read_source_record
 
 TITLE = "Reconstruction of Endoscopy Polyp Images with EndoVAE"
 STEM = "EndoVAE_report"
@@ -184,15 +185,6 @@ def is_embedded(run_dir: Path) -> bool | None:
     return bool(data_is_embedded(pd.read_csv(run.manifest), str(run.processed)))
 
 
-def recorded_source(run_dir: Path) -> dict | None:
-    """What notebook 01 recorded about its data (kind, digest, check), or None."""
-    try:
-        record = json.loads((paths.RunPaths(Path(run_dir)).processed / "source.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) and "kind" in record else None
-
-
 def describe_record(record: dict) -> str:
     """Words for the title page and Section 2 from what was checked."""
     digest = str(record.get("fingerprint", ""))[:16]
@@ -210,7 +202,7 @@ def describe_record(record: dict) -> str:
 
 def data_source(run_dir: Path, nbs: dict[str, Any]) -> tuple[str, bool]:
     """(words naming the data the run used, True when it is the embedded Kvasir-like set)."""
-    record = recorded_source(run_dir)
+    record = read_source_record(paths.RunPaths(Path(run_dir)).processed)
     if record is not None:
         return describe_record(record), record["kind"] == "synthetic"
     value = next(

@@ -46,16 +46,13 @@ from helpers.fingerprint import (
     stamp_path,
     written_files,
 )
+from helpers.kvasir import DATA_ALIASES, DATA_KEYWORDS
 from helpers.lock import LockBusy, file_lock
 from helpers.progress import PROGRESS_ENV, format_progress, read_progress
 
 PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
 NOTEBOOK_RE = re.compile(r"^(\d{2})_\w+\.ipynb$")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-# data_dir values that name a data source instead of a path (helpers.kvasir.resolve_dataset);
-# "synthetic" / "embedded" are the runner's words for "" (the embedded Kvasir-like set).
-DATA_KEYWORDS = ("", "download", "download:v1", "download:v2")
-DATA_ALIASES = {"synthetic": "", "embedded": ""}
 # helpers files that do not change what a notebook computes (left out of the stamp hash).
 STAMP_EXCLUDE = ("run.py", "report.py")
 KERNEL = "python3"

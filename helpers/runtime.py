@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from helpers.atomic import atomic_write_text
+
 DEVICE_CHOICES = ("auto", "cuda", "mps", "cpu")
 
 
@@ -173,13 +175,9 @@ def _write_speed_cache(path: Path, key: str, speeds: dict[str, float]) -> None:
     """Add one measurement to the cache (best effort: a read-only home just skips caching)."""
     data = _read_speed_cache(path)
     data[key] = {"images_per_s": speeds, "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
-    try:
+    with contextlib.suppress(OSError):
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data, indent=1))
-        os.replace(tmp, path)
-    except OSError:
-        pass
+        atomic_write_text(path, json.dumps(data, indent=1))
 
 
 def fastest(candidates: list[Precision], speeds: dict[str, float]) -> Precision:
