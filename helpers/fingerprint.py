@@ -1,25 +1,25 @@
-"""One fingerprint scheme for run folders: content digests of the files each notebook wrote,
-of its inputs (earlier notebooks' files and the data folder or zip) and the stamps that record
-them (`executed/.stamps/NN_name.json`). The runner skips by them; the report flags by them.
+"""Content digests, one scheme for the whole bundle: SHA-256 of files, bytes, image arrays and
+JSON-able settings. Stamps of run folders, extraction markers, checkpoints' data fingerprints
+and the synthetic-data manifests all use these.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
+import os
 from typing import Any
 
-from helpers import kvasir
+import numpy as np
 
 _DIGESTS: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256, per process
 
 
-def file_digest(path: Path) -> str:
+def file_digest(path: str | os.PathLike) -> str:
     """sha256 of a file's bytes ("missing" when it is gone); unchanged files are hashed once."""
     try:
-        stat = path.stat()
-        key = (str(path), stat.st_size, stat.st_mtime_ns)
+        stat = os.stat(path)
+        key = (os.fspath(path), stat.st_size, stat.st_mtime_ns)
         if key not in _DIGESTS:
             with open(path, "rb") as fh:
                 _DIGESTS[key] = hashlib.file_digest(fh, "sha256").hexdigest()
@@ -28,75 +28,25 @@ def file_digest(path: Path) -> str:
         return "missing"
 
 
-def snapshot(run_dir: Path) -> dict[str, tuple[int, int]]:
-    """(size, mtime_ns) of every file in the run folder outside executed/ and report/."""
-    found = {}
-    for path in run_dir.rglob("*"):
-        rel = path.relative_to(run_dir).as_posix()
-        if rel.split("/")[0] in ("executed", "report") or not path.is_file():
-            continue
-        stat = path.stat()
-        found[rel] = (stat.st_size, stat.st_mtime_ns)
-    return found
+def bytes_digest(data: bytes) -> str:
+    """sha256 of some bytes."""
+    return hashlib.sha256(data).hexdigest()
 
 
-def written_files(run_dir: Path, before: dict[str, tuple[int, int]]) -> dict[str, str]:
-    """Files a notebook wrote (new or changed since `before`) -> their sha256."""
-    after = snapshot(run_dir)
-    return {
-        rel: file_digest(run_dir / rel)
-        for rel, sig in sorted(after.items())
-        if before.get(rel) != sig
-    }
-
-
-def outputs_intact(run_dir: Path, outputs: dict[str, str]) -> bool:
-    """True when every recorded output still exists with the same content."""
-    return all(file_digest(run_dir / rel) == digest for rel, digest in outputs.items())
-
-
-def data_fingerprint(params: dict[str, Any]) -> str:
-    """Content digest of a `data_dir` outside the run folder (a folder or a zip); "" otherwise."""
-    data = str(params.get("data_dir", "")).strip()
-    if data.lower() in kvasir.DATA_KEYWORDS or data.lower() in kvasir.DATA_ALIASES:
-        return ""
-    path = Path(data)
-    if path.is_file():
-        return file_digest(path)
-    try:
-        return kvasir.fingerprint_folder(kvasir.find_class_dirs(path))
-    except (OSError, ValueError):
-        return "unreadable"
-
-
-def inputs_digest(run_dir: Path, earlier: list[str], params: dict) -> str:
-    """Digest of what a notebook reads: the current content of every file the `earlier`
-    notebooks wrote, and its data folder; a changed mse.pt or data folder changes it."""
-    digest = hashlib.sha256(data_fingerprint(params).encode())
-    for name in sorted(earlier):
-        outputs = read_stamp(run_dir, name).get("outputs", {"none": "missing"})
-        for rel in sorted(outputs):
-            digest.update(f"{name}/{rel}={file_digest(run_dir / rel)}".encode())
+def array_digest(array: np.ndarray) -> str:
+    """sha256 of an array's shape, dtype and values (C order)."""
+    array = np.ascontiguousarray(array)
+    digest = hashlib.sha256(f"{array.shape}|{array.dtype}".encode())
+    digest.update(array.tobytes())
     return digest.hexdigest()
 
 
-def stale_inputs(run_dir: Path, name: str) -> bool:
-    """True when the files notebook `name` read changed after its last successful run."""
-    stamp = read_stamp(run_dir, name)
-    if "inputs" not in stamp:
-        return False
-    digest = inputs_digest(run_dir, stamp.get("inputs_from", []), stamp.get("parameters", {}))
-    return digest != stamp["inputs"]
+def json_digest(value: Any) -> str:
+    """sha256 of a JSON-able value, with sorted keys (so dict order does not matter)."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return bytes_digest(text.encode())
 
 
-def stamp_path(run_dir: Path, name: str) -> Path:
-    """Stamp file of one notebook."""
-    return run_dir / "executed" / ".stamps" / f"{name}.json"
-
-
-def read_stamp(run_dir: Path, name: str) -> dict:
-    """The stamp of a notebook's last successful run ({} when none)."""
-    try:
-        return json.loads(stamp_path(run_dir, name).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
+def lines_digest(lines: list[str]) -> str:
+    """sha256 of text lines joined by newlines (e.g. "name sha256" manifest lines)."""
+    return bytes_digest("\n".join(lines).encode())

@@ -30,8 +30,8 @@ from typing import Any
 
 from helpers import paths
 from helpers.atomic import atomic_write_bytes, atomic_write_text
-from helpers.fingerprint import stale_inputs
 from helpers.kvasir import read_source_record
+from helpers.stamps import stale_inputs
 
 TITLE = "Reconstruction of Endoscopy Polyp Images with EndoVAE"
 STEM = "EndoVAE_report"

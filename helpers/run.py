@@ -38,7 +38,10 @@ from typing import Any
 
 from helpers import paths
 from helpers.atomic import atomic_write_text
-from helpers.fingerprint import (
+from helpers.kvasir import DATA_ALIASES, DATA_KEYWORDS
+from helpers.lock import LockBusy, file_lock
+from helpers.progress import PROGRESS_ENV, format_progress, read_progress
+from helpers.stamps import (
     inputs_digest,
     outputs_intact,
     read_stamp,
@@ -46,9 +49,6 @@ from helpers.fingerprint import (
     stamp_path,
     written_files,
 )
-from helpers.kvasir import DATA_ALIASES, DATA_KEYWORDS
-from helpers.lock import LockBusy, file_lock
-from helpers.progress import PROGRESS_ENV, format_progress, read_progress
 
 PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
 NOTEBOOK_RE = re.compile(r"^(\d{2})_\w+\.ipynb$")

@@ -1,0 +1,88 @@
+"""Run-folder stamps: content digests of the files each notebook wrote, of its inputs (earlier
+notebooks' files and the data folder or zip), recorded in `executed/.stamps/NN_name.json`.
+The runner skips by them; the report flags by them. The digests come from helpers.fingerprint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from helpers import kvasir
+from helpers.fingerprint import file_digest
+
+
+def snapshot(run_dir: Path) -> dict[str, tuple[int, int]]:
+    """(size, mtime_ns) of every file in the run folder outside executed/ and report/."""
+    found = {}
+    for path in run_dir.rglob("*"):
+        rel = path.relative_to(run_dir).as_posix()
+        if rel.split("/")[0] in ("executed", "report") or not path.is_file():
+            continue
+        stat = path.stat()
+        found[rel] = (stat.st_size, stat.st_mtime_ns)
+    return found
+
+
+def written_files(run_dir: Path, before: dict[str, tuple[int, int]]) -> dict[str, str]:
+    """Files a notebook wrote (new or changed since `before`) -> their sha256."""
+    after = snapshot(run_dir)
+    return {
+        rel: file_digest(run_dir / rel)
+        for rel, sig in sorted(after.items())
+        if before.get(rel) != sig
+    }
+
+
+def outputs_intact(run_dir: Path, outputs: dict[str, str]) -> bool:
+    """True when every recorded output still exists with the same content."""
+    return all(file_digest(run_dir / rel) == digest for rel, digest in outputs.items())
+
+
+def data_fingerprint(params: dict[str, Any]) -> str:
+    """Content digest of a `data_dir` outside the run folder (a folder or a zip); "" otherwise."""
+    data = str(params.get("data_dir", "")).strip()
+    if data.lower() in kvasir.DATA_KEYWORDS or data.lower() in kvasir.DATA_ALIASES:
+        return ""
+    path = Path(data)
+    if path.is_file():
+        return file_digest(path)
+    try:
+        return kvasir.fingerprint_folder(kvasir.find_class_dirs(path))
+    except (OSError, ValueError):
+        return "unreadable"
+
+
+def inputs_digest(run_dir: Path, earlier: list[str], params: dict) -> str:
+    """Digest of what a notebook reads: the current content of every file the `earlier`
+    notebooks wrote, and its data folder; a changed mse.pt or data folder changes it."""
+    digest = hashlib.sha256(data_fingerprint(params).encode())
+    for name in sorted(earlier):
+        outputs = read_stamp(run_dir, name).get("outputs", {"none": "missing"})
+        for rel in sorted(outputs):
+            digest.update(f"{name}/{rel}={file_digest(run_dir / rel)}".encode())
+    return digest.hexdigest()
+
+
+def stale_inputs(run_dir: Path, name: str) -> bool:
+    """True when the files notebook `name` read changed after its last successful run."""
+    stamp = read_stamp(run_dir, name)
+    if "inputs" not in stamp:
+        return False
+    digest = inputs_digest(run_dir, stamp.get("inputs_from", []), stamp.get("parameters", {}))
+    return digest != stamp["inputs"]
+
+
+def stamp_path(run_dir: Path, name: str) -> Path:
+    """Stamp file of one notebook."""
+    return run_dir / "executed" / ".stamps" / f"{name}.json"
+
+
+def read_stamp(run_dir: Path, name: str) -> dict:
+    """The stamp of a notebook's last successful run ({} when none)."""
+    try:
+        return json.loads(stamp_path(run_dir, name).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
