@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from helpers import kvasir, preprocess
+from helpers import kvasir, preprocess, processed
 from helpers.runtime import describe_device, fixed_precision, get_device
 from helpers.train import (
     TrainConfig,
@@ -42,7 +42,7 @@ def embedded_frames(folder: Path, per_class: int, workers: int) -> object:
     source = kvasir.resolve_dataset("", n_per_class=per_class, seed=0, progress=False)
     preprocess.preprocess(source.class_dirs, folder, seed=0, workers=workers, progress=False,
                           healthy_test_fraction=0.0)  # fmt: skip
-    return preprocess.load_images(folder, "normal", split="train")
+    return processed.load_images(folder, "normal", split="train")
 
 
 def speed_rows(device, batch: int, gflop: float, tiny: bool) -> list[dict]:

@@ -17,7 +17,8 @@ import os
 import tempfile
 import time
 
-from helpers.kvasir import ALL_CLASSES, list_images
+from helpers.classes import ALL_CLASSES
+from helpers.kvasir import list_images
 from helpers.preprocess import preprocess
 from helpers.synthetic import ensure_synthetic
 

@@ -11,7 +11,10 @@ from typing import Any
 
 import pandas as pd
 
-from helpers.kvasir import HEALTHY_CLASSES
+from helpers.classes import HEALTHY_CLASSES
+from helpers.paths import RunPaths
+from helpers.runtime import get_device
+from helpers.train import measure_images_per_s, training_precision
 
 # Seconds each notebook spends besides EndoVAE training (quick profile, 2-core AVX2 CPU).
 OTHER_SECONDS = {
@@ -76,3 +79,24 @@ def estimate_seconds(
     images = sum(training_images(n[:2], p, n_train) for n, p in notebooks.items())
     other = sum(OTHER_SECONDS.get(n[:2], DEFAULT_OTHER_SECONDS) for n in notebooks)
     return images / images_per_s + other + (REPORT_SECONDS if report else 0), images
+
+
+def expected_time(chosen: dict[str, dict[str, Any]], run_dir: Path, report: bool) -> str:
+    """One line: the run's expected time, from the training speed measured on this machine.
+
+    `chosen` maps each notebook to run to every parameter it will run with.
+    """
+    processed = RunPaths(run_dir).processed
+    trainer = next((p for p in chosen.values() if "precision" in p and "epochs" in p), None)
+    if trainer is None:
+        seconds, _ = estimate_seconds(chosen, 1.0, processed, report)
+        return f"expected time: about {seconds / 60:.1f} min (no EndoVAE training)"
+    device = get_device(str(trainer.get("device", "auto")))
+    batch = int(trainer.get("batch_size", 128))
+    choice = training_precision(device, str(trainer.get("precision", "auto")), batch)
+    speed = choice.speeds.get(choice.label) or measure_images_per_s(choice.precision, device, batch)
+    seconds, images = estimate_seconds(chosen, speed, processed, report)
+    return (
+        f"expected time: about {seconds / 60:.1f} min ({images:,} EndoVAE training images at "
+        f"{speed:,.1f} img/s, {choice.describe()}; plus the rest of each notebook)"
+    )

@@ -25,6 +25,7 @@ except ImportError:  # Windows: no advisory locks; file_lock is a no-op there
     fcntl = None
 
 POLL_S = 0.1
+LOCK_WAIT_S = 1800.0  # how long a second writer of a data folder waits for the first
 COMMAND_CHARS = 300
 
 

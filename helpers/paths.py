@@ -16,12 +16,14 @@ Environment variables:
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PROFILE = "quick"
+RUN_INFO = "run.json"  # the runner's record of a run (see read_run_info)
 
 
 INVOCATION_ENV = "ENDOVAE_INVOCATION_DIR"
@@ -121,6 +123,11 @@ class RunPaths:
         """Notebooks as executed by the runner."""
         return self.root / "executed"
 
+    @property
+    def run_info(self) -> Path:
+        """run.json: the runner's record of this run (read it with read_run_info)."""
+        return self.root / RUN_INFO
+
     def checkpoint(self, name: str) -> Path:
         """Checkpoint file of model `name` (e.g. "mse", "bce")."""
         return self.checkpoints / f"{name}.pt"
@@ -144,3 +151,17 @@ def display_path(path: str | os.PathLike) -> str:
         with contextlib.suppress(ValueError):
             return f"{label}/{path.resolve().relative_to(root.resolve()).as_posix()}"
     return path.name
+
+
+def read_run_info(run_dir: str | os.PathLike) -> dict:
+    """The runner's run.json of a run folder ({} when the run was made another way).
+
+    Keys: profile, command, started, device, notebooks (the ones this command ran) and
+    parameters ({notebook: every value it ran with: its defaults, then the profile, then the
+    command line}), overrides ({notebook: the values the profile or command line set}).
+    """
+    try:
+        info = json.loads((Path(run_dir) / RUN_INFO).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}

@@ -19,56 +19,41 @@ on the same side); polyps are all "test" (never used for training).
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import math
 import os
 import time
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import as_completed
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 
 from helpers import atomic
-from helpers.kvasir import ALL_CLASSES, HEALTHY_CLASSES, POLYP_CLASS, list_images
-from helpers.pool import process_pool
+from helpers.classes import ALL_CLASSES, GROUPS, HEALTHY_CLASSES, POLYP_CLASS, group_of
+from helpers.fingerprint import bytes_digest
+from helpers.images import FLIPS, UnusableImage, apply_flip, crop_resize, open_frame, png_bytes
+from helpers.images import PNG_COMPRESS_LEVEL as PNG_COMPRESS_LEVEL  # re-export (old home)
+from helpers.kvasir import list_images
+from helpers.pool import run_tasks
+from helpers.processed import (
+    MANIFEST_COLUMNS,
+    SPLITS,
+    STAMP_NAME,
+    load_manifest,
+    read_stamp,
+    write_cache,
+)
+from helpers.processed import load_images as load_images  # re-export (old home)
+from helpers.processed import load_split as load_split  # re-export (old home)
+from helpers.processed import to_tensor as to_tensor  # re-export (old home)
 
 PIPELINE_VERSION = 1
-FLIPS = ("none", "h", "v", "hv")
-FLIP_LABELS = {"none": "as is", "h": "left-right", "v": "top-bottom", "hv": "both ways"}
-GROUPS = ("normal", "polyps")
-SPLITS = ("train", "test")
-MANIFEST_COLUMNS = (
-    "file",
-    "group",
-    "source_class",
-    "source_file",
-    "source_id",
-    "flip",
-    "crop_scale",
-    "split",
-    "sha256",
-)
-STAMP_NAME = "preprocess.json"
 SKIPPED_NAME = "skipped.csv"
-PRODUCER = "run notebooks/01_preprocessing.ipynb first"
-# Decoding keeps at least this many times the target size before the final Lanczos resize.
-OVERSAMPLE = 2.0
-# zlib level 1: ~2.5x faster than the default 6 on 96x96 frames, files ~7 % larger (lossless).
-PNG_COMPRESS_LEVEL = 1
 _SPLIT_STREAM = 0x5E1
-_CACHE_SAMPLE_ROWS = 64
-
-
-class UnusableImage(ValueError):
-    """A source file that cannot become a training image (the message is the reason)."""
 
 
 @dataclass
@@ -111,6 +96,15 @@ class PreprocessReport:
         """Skipped source files and why."""
         return pd.DataFrame(self.skipped, columns=["file", "reason"])
 
+    def settings_text(self) -> str:
+        """One sentence on the crop range, the held-out share and the seed of this run."""
+        p = self.params
+        return (
+            f"In this run the crop fraction was drawn uniformly between {p['crop_min']:.0%} and "
+            f"{p['crop_max']:.0%} per image, and {p['healthy_test_fraction']:.0%} of the healthy "
+            f"source frames of each class were held out (seed {p['seed']}). "
+        )
+
     def summary(self) -> str:
         """One markdown paragraph describing this run's numbers."""
         src, splits = self.counts["sources"], self.counts["splits"]
@@ -148,125 +142,6 @@ class _Task:
     size: int
     crop_min: float
     out_dir: str
-    parent_pid: int
-
-
-# --- small public building blocks ---------------------------------------------------------------
-
-
-def group_of(class_name: str) -> str:
-    """Output group of a Kvasir class: "normal" for the healthy classes, "polyps" for polyps."""
-    if class_name == POLYP_CLASS:
-        return "polyps"
-    if class_name in HEALTHY_CLASSES:
-        return "normal"
-    raise ValueError(f"class {class_name!r}: expected one of {', '.join(ALL_CLASSES)}")
-
-
-def apply_flip(array: np.ndarray, flip: str) -> np.ndarray:
-    """Flip an H x W x C array: "none", "h" (left-right), "v" (up-down) or "hv" (both)."""
-    if flip not in FLIPS:
-        raise ValueError(f"flip={flip!r}: expected one of {', '.join(FLIPS)}")
-    if "h" in flip:
-        array = array[:, ::-1]
-    if "v" in flip:
-        array = array[::-1]
-    return np.ascontiguousarray(array)
-
-
-def crop_box(content: tuple[float, float], scale: float) -> tuple[float, float, float, float]:
-    """Centred box covering `scale` of both sides of a (width, height) area (float coords)."""
-    width, height = content
-    bw, bh = width * scale, height * scale
-    return ((width - bw) / 2, (height - bh) / 2, (width + bw) / 2, (height + bh) / 2)
-
-
-def crop_resize(
-    image: Image.Image, scale: float, size: int, content: tuple[float, float] | None = None
-) -> np.ndarray:
-    """Centre crop `scale` of each side and Lanczos-resize to size x size; uint8 H x W x 3."""
-    content = content or (float(image.width), float(image.height))
-    out = image.resize((size, size), Image.Resampling.LANCZOS, box=crop_box(content, scale))
-    return np.asarray(out, dtype=np.uint8)
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Convert any usable PIL mode to 8-bit RGB (16-bit scaled, alpha composited on black)."""
-    mode = image.mode
-    if mode == "RGB":
-        return image
-    if mode.startswith("I;16") or mode == "I":
-        values = np.asarray(image).astype(np.float64)
-        if mode == "I" and values.max(initial=0) <= 255:
-            values = values * 257.0  # 8-bit values stored in a 32-bit container
-        grey = np.clip(np.rint(values / 257.0), 0, 255).astype(np.uint8)
-        return Image.fromarray(grey, mode="L").convert("RGB")
-    if mode == "F":
-        raise UnusableImage("unsupported floating-point image (mode F)")
-    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
-        mode == "P" and "transparency" in image.info
-    )
-    if has_alpha:
-        rgba = image.convert("RGBA")
-        black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
-        return Image.alpha_composite(black, rgba).convert("RGB")
-    return image.convert("RGB")
-
-
-def open_frame(
-    path: str | os.PathLike, size: int, crop_min: float
-) -> tuple[Image.Image, tuple[float, float]]:
-    """Decode a frame as RGB at >= OVERSAMPLE x the final crop size; return it and its extent.
-
-    JPEGs are decoded at 1/2..1/8 scale when that still leaves enough pixels (Image.draft);
-    other formats are box-reduced by an integer factor. The extent (width, height) is the
-    area the full frame covers in the returned image (fractional after reduction).
-    Raises UnusableImage with the reason for files that cannot be used.
-    """
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-            if min(width, height) < size:
-                raise UnusableImage(f"too small: {width}x{height} px (need >= {size} px a side)")
-            need = math.ceil(OVERSAMPLE * size / crop_min)
-            extent = (float(width), float(height))
-            if image.format == "JPEG":
-                drafted = image.draft(None, (need, need))
-                if drafted is not None:
-                    extent = (float(drafted[1][2]), float(drafted[1][3]))
-            image.load()
-            rgb = to_rgb(image)
-            factor = int(min(extent) // need)
-            if factor >= 2:
-                rgb = rgb.reduce(factor)
-                extent = (extent[0] / factor, extent[1] / factor)
-            return rgb, extent
-    except UnusableImage:
-        raise
-    except FileNotFoundError:
-        raise
-    except Exception as exc:  # decoders raise many types on corrupt data; all mean "unusable"
-        raise UnusableImage(_decode_reason(exc)) from exc
-
-
-def png_bytes(array: np.ndarray) -> bytes:
-    """Encode a uint8 H x W x 3 array as lossless PNG (fast zlib level)."""
-    buffer = io.BytesIO()
-    Image.fromarray(array, mode="RGB").save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
-    return buffer.getvalue()
-
-
-def to_tensor(images_uint8: np.ndarray):
-    """uint8 N x H x W x 3 array -> torch.FloatTensor N x 3 x H x W in [0, 1]."""
-    import torch
-
-    array = np.asarray(images_uint8)
-    if array.dtype != np.uint8 or array.ndim != 4 or array.shape[-1] != 3:
-        raise ValueError(
-            f"images_uint8: expected uint8 N x H x W x 3, got {array.dtype} {tuple(array.shape)}"
-        )
-    tensor = torch.from_numpy(np.ascontiguousarray(array))
-    return tensor.permute(0, 3, 1, 2).float().div_(255.0).contiguous()
 
 
 # --- the pipeline ------------------------------------------------------------------------------
@@ -299,7 +174,7 @@ def preprocess(
         )
     _invalidate(out_dir)
     tasks, skipped = _plan(listing, params, out_dir)
-    results = _run_tasks(tasks, workers, progress)
+    results = run_tasks(_process_task, tasks, workers, desc="preprocess", progress=progress)
     skipped += [(r["path"], r["error"]) for r in results if r["error"]]
     _require_usable(dirs, results, skipped)
     frame = _manifest_frame(results, params)
@@ -312,7 +187,7 @@ def preprocess(
     for group in GROUPS:
         arrays = [a for r in results if not r["error"] and r["group"] == group for a in r["arrays"]]
         images = np.stack(arrays) if arrays else np.zeros((0, size, size, 3), np.uint8)
-        _write_cache(out_dir, group, images, frame)
+        write_cache(out_dir, group, images, frame)
     stamp["counts"] = {"raw": {name: len(files) for name, files in listing.items()}}
     stamp["seconds"] = round(time.perf_counter() - started, 3)
     atomic.atomic_write_text(out_dir / STAMP_NAME, json.dumps(stamp, indent=1))
@@ -392,17 +267,17 @@ def _list_sources(folder: Path) -> list[Path]:
 
 def _stamp(params: dict, dirs: dict[str, Path], listing: dict[str, list[Path]]) -> dict[str, Any]:
     """Parameters plus a digest of every input file's name, size and mtime."""
-    digest = hashlib.sha256()
+    lines = []
     for name in ALL_CLASSES:
-        digest.update(f"{name}\0{dirs[name]}\n".encode())
+        lines.append(f"{name}\0{dirs[name]}\n")
         for path in listing[name]:
             st = path.stat()
-            digest.update(f"{path.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            lines.append(f"{path.name}\0{st.st_size}\0{st.st_mtime_ns}\n")
     return {
         "version": PIPELINE_VERSION,
         "params": params,
         "class_dirs": {name: str(folder) for name, folder in dirs.items()},
-        "inputs_sha256": digest.hexdigest(),
+        "inputs_sha256": bytes_digest("".join(lines).encode()),
     }
 
 
@@ -416,17 +291,9 @@ def _stamp_key(stamp: Mapping[str, Any]) -> tuple:
     )
 
 
-def _read_stamp(out_dir: Path) -> dict[str, Any] | None:
-    """The stamp of the last complete run in `out_dir`, or None."""
-    try:
-        return json.loads((out_dir / STAMP_NAME).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-
-
 def _up_to_date(out_dir: Path, stamp: dict[str, Any]) -> bool:
     """True when the last complete run used the same inputs and parameters and its PNGs exist."""
-    old = _read_stamp(out_dir)
+    old = read_stamp(out_dir)
     if old is None or _stamp_key(old) != _stamp_key(stamp):
         return False
     try:
@@ -482,7 +349,6 @@ def _plan(
                     size=params["size"],
                     crop_min=params["crop_min"],
                     out_dir=str(out_dir),
-                    parent_pid=os.getpid(),
                 )
             )
     return tasks, skipped
@@ -518,7 +384,7 @@ def _process_task(task: _Task) -> dict[str, Any]:
                 "file": rel,
                 "flip": flip,
                 "crop_scale": scale,
-                "sha256": hashlib.sha256(data).hexdigest(),
+                "sha256": bytes_digest(data),
             }
         )
         result["arrays"].append(array)
@@ -530,47 +396,6 @@ def _write_png(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
-
-
-def _process_chunk(tasks: Sequence[_Task]) -> list[dict[str, Any]]:
-    """Worker entry point: process tasks in order; stop if the parent process has died."""
-    results = []
-    for task in tasks:
-        if os.getppid() != task.parent_pid and os.getpid() != task.parent_pid:
-            raise SystemExit("parent process is gone; stopping")
-        results.append(_process_task(task))
-    return results
-
-
-def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
-    """Consecutive slices of `items` of length `size` (the last may be shorter)."""
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
-def _run_tasks(tasks: list[_Task], workers: int, progress: bool) -> list[dict[str, Any]]:
-    """Process all tasks (in parallel when worthwhile) with a tqdm bar; results in task order."""
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=len(tasks), desc="preprocess", unit="frame", disable=not progress)
-    try:
-        if workers <= 1 or len(tasks) < 4 * workers:
-            results = []
-            for task in tasks:
-                results.append(_process_task(task))
-                bar.update(1)
-            return results
-        chunk = max(1, min(32, math.ceil(len(tasks) / (workers * 8))))
-        pieces = list(_chunks(tasks, chunk))
-        out: list[list[dict[str, Any]] | None] = [None] * len(pieces)
-        with process_pool(workers) as pool:
-            futures = {pool.submit(_process_chunk, piece): i for i, piece in enumerate(pieces)}
-            for future in as_completed(futures):
-                out[futures[future]] = future.result()
-                bar.update(len(pieces[futures[future]]))
-        return [r for part in out for r in part]
-    finally:
-        bar.close()
 
 
 def _require_usable(dirs: dict[str, Path], results: list[dict], skipped: list) -> None:
@@ -643,7 +468,7 @@ def _report_from_disk(
     """Build the report from the manifest, skipped.csv and the stamp in `out_dir`."""
     frame = load_manifest(out_dir)
     skipped_frame = pd.read_csv(out_dir / SKIPPED_NAME, dtype=str, keep_default_na=False)
-    old = _read_stamp(out_dir) or stamp
+    old = read_stamp(out_dir) or stamp
     return PreprocessReport(
         out_dir=out_dir,
         counts=_counts(frame, old.get("counts", {}).get("raw", {})),
@@ -671,305 +496,3 @@ def _counts(frame: pd.DataFrame, raw: Mapping[str, int]) -> dict[str, dict[str, 
         "splits": splits,
         "held_out_sources": {c: int(held_sources.get(c, 0)) for c in HEALTHY_CLASSES},
     }
-
-
-# --- caches and loading ------------------------------------------------------------------------
-
-
-def _group_fingerprint(frame: pd.DataFrame, group: str) -> str:
-    """Digest of the PNG hashes of one group, in manifest order."""
-    hashes = frame.loc[frame["group"] == group, "sha256"].astype(str)
-    return hashlib.sha256("\n".join(hashes).encode()).hexdigest()
-
-
-def _sample_digest(images: np.ndarray) -> str:
-    """Digest of up to 64 evenly spaced rows of a cache (cheap content check)."""
-    n = len(images)
-    rows = np.unique(np.linspace(0, n - 1, min(n, _CACHE_SAMPLE_ROWS)).astype(int)) if n else []
-    digest = hashlib.sha256(str(images.shape).encode())
-    for i in rows:
-        digest.update(np.ascontiguousarray(images[i]).tobytes())
-    return digest.hexdigest()
-
-
-def _write_cache(out_dir: Path, group: str, images: np.ndarray, frame: pd.DataFrame) -> None:
-    """Write `<group>.npy` and its fingerprint file atomically."""
-    with atomic.atomic_path(out_dir / f"{group}.npy") as tmp, open(tmp, "wb") as fh:
-        np.save(fh, images, allow_pickle=False)  # streamed: no second copy in memory
-    meta = {
-        "count": len(images),
-        "shape": list(images.shape),
-        "manifest": _group_fingerprint(frame, group),
-        "sample": _sample_digest(images),
-    }
-    atomic.atomic_write_text(out_dir / f"{group}.npy.json", json.dumps(meta))
-
-
-def _cache_if_valid(out_dir: Path, group: str, frame: pd.DataFrame) -> np.ndarray | None:
-    """The cached array when its count and fingerprints match the manifest, else None."""
-    try:
-        meta = json.loads((out_dir / f"{group}.npy.json").read_text())
-        images = np.load(out_dir / f"{group}.npy", allow_pickle=False)
-    except (FileNotFoundError, ValueError, OSError, json.JSONDecodeError):
-        return None
-    expected = int((frame["group"] == group).sum())
-    if images.dtype != np.uint8 or images.ndim != 4 or len(images) != expected:
-        return None
-    if meta.get("count") != expected or meta.get("manifest") != _group_fingerprint(frame, group):
-        return None
-    if meta.get("sample") != _sample_digest(images):
-        return None
-    return images
-
-
-def _rebuild_cache(out_dir: Path, group: str, frame: pd.DataFrame) -> np.ndarray:
-    """Read the group's PNGs (checking their sha256 against the manifest) into a new cache."""
-    rows = frame[frame["group"] == group]
-    arrays = []
-    for rel, sha in zip(rows["file"], rows["sha256"], strict=True):
-        path = out_dir / rel
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} is listed in the manifest but missing; {PRODUCER}")
-        data = path.read_bytes()
-        if hashlib.sha256(data).hexdigest() != sha:
-            raise ValueError(f"{path} does not match its manifest sha256; {PRODUCER}")
-        with Image.open(io.BytesIO(data)) as image:
-            arrays.append(np.asarray(image.convert("RGB"), dtype=np.uint8))
-    if arrays:
-        images = np.stack(arrays)
-    else:
-        size = int(_read_stamp(out_dir)["params"]["size"])
-        images = np.zeros((0, size, size, 3), np.uint8)
-    _write_cache(out_dir, group, images, frame)
-    return images
-
-
-def load_manifest(out_dir: str | os.PathLike) -> pd.DataFrame:
-    """The manifest of a complete preprocessing run in `out_dir` (one row per PNG)."""
-    out_dir = Path(out_dir)
-    path = out_dir / "manifest.csv"
-    if not path.is_file() or _read_stamp(out_dir) is None:
-        raise FileNotFoundError(f"no complete preprocessed data in {out_dir}; {PRODUCER}")
-    frame = pd.read_csv(
-        path,
-        dtype={"file": str, "source_id": str, "split": str, "flip": str, "sha256": str},
-        keep_default_na=False,
-    )
-    missing = [c for c in MANIFEST_COLUMNS if c not in frame.columns]
-    if missing:
-        raise ValueError(f"{path}: columns {missing} missing; {PRODUCER}")
-    return frame
-
-
-def _check_group_split(group: str, split: str | None) -> None:
-    """Validate the `group` and `split` arguments of the loaders."""
-    if group not in GROUPS:
-        raise ValueError(f"group={group!r}: expected one of {', '.join(GROUPS)}")
-    if split is not None and split not in SPLITS:
-        raise ValueError(f"split={split!r}: expected None, {', '.join(SPLITS)}")
-
-
-def load_split(
-    out_dir: str | os.PathLike, group: str = "normal", split: str | None = None
-) -> tuple[np.ndarray, pd.DataFrame]:
-    """uint8 N x H x W x 3 images of one group (and split) with their manifest rows."""
-    _check_group_split(group, split)
-    out_dir = Path(out_dir)
-    frame = load_manifest(out_dir)
-    images = _cache_if_valid(out_dir, group, frame)
-    if images is None:
-        images = _rebuild_cache(out_dir, group, frame)
-    rows = frame[frame["group"] == group].reset_index(drop=True)
-    if split is not None:
-        mask = (rows["split"] == split).to_numpy()
-        return images[mask], rows[mask].reset_index(drop=True)
-    return images, rows
-
-
-def load_images(
-    out_dir: str | os.PathLike, group: str = "normal", split: str | None = None
-) -> np.ndarray:
-    """uint8 N x H x W x 3 images of one group (filtered by split) from the validated cache."""
-    return load_split(out_dir, group, split)[0]
-
-
-# --- figures for notebook 01 --------------------------------------------------------------------
-
-
-def _thumbnail(path: str | os.PathLike, longest: int = 320) -> np.ndarray:
-    """A raw frame as RGB uint8, shrunk so its longest side is at most `longest` (for display)."""
-    with Image.open(path) as image:
-        image.draft("RGB", (longest, longest))
-        rgb = to_rgb(image)
-        rgb.thumbnail((longest, longest), Image.Resampling.LANCZOS)
-        return np.asarray(rgb)
-
-
-def _raw_view(path: str | os.PathLike, longest: int = 320) -> tuple[np.ndarray, tuple] | None:
-    """A raw frame's thumbnail and full (width, height), or None when it cannot be read."""
-    try:
-        with Image.open(path) as original:
-            size = original.size
-        return _thumbnail(path, longest), size
-    except Exception:  # decoders raise many types on bad data; a figure just leaves it out
-        return None
-
-
-def _spread(items: Sequence[Any], n: int) -> list[Any]:
-    """`items` reordered: n evenly spaced ones first, then the rest (fallbacks) in order."""
-    if not items:
-        return []
-    first = np.unique(np.linspace(0, len(items) - 1, min(n, len(items))).astype(int)).tolist()
-    chosen = set(first)
-    return [items[i] for i in first] + [x for i, x in enumerate(items) if i not in chosen]
-
-
-def _thumbnails(files: Sequence[Path], n: int, longest: int) -> list[np.ndarray]:
-    """Up to n thumbnails of evenly spread files, skipping any file that cannot be read."""
-    out = []
-    for path in _spread(files, n):
-        if len(out) == n:
-            break
-        view = _raw_view(path, longest)
-        if view is not None:
-            out.append(view[0])
-    return out
-
-
-def accepted_sources(out_dir: str | os.PathLike, group: str = "polyps") -> list[Path]:
-    """Source files that preprocessing accepted for `group` (from the manifest), sorted."""
-    _check_group_split(group, None)
-    frame = load_manifest(out_dir)
-    return sorted({Path(f) for f in frame.loc[frame["group"] == group, "source_file"]})
-
-
-def _source_candidates(frame: pd.DataFrame) -> dict[str, list[str]]:
-    """Per healthy class, its accepted source ids: training sources first."""
-    picks = {}
-    for name in HEALTHY_CLASSES:
-        rows = frame[(frame["source_class"] == name) & (frame["group"] == "normal")]
-        ordered = pd.concat([rows[rows["split"] == "train"], rows[rows["split"] != "train"]])
-        picks[name] = list(dict.fromkeys(ordered["source_id"].astype(str)))
-    return picks
-
-
-def _pick_sources(frame: pd.DataFrame, n: int) -> list[tuple[str, tuple]]:
-    """One readable accepted source per healthy class (up to n): (source id, raw view)."""
-    picked = []
-    for ids in _source_candidates(frame).values():
-        for source_id in ids:
-            file = frame.loc[frame["source_id"] == source_id, "source_file"].iloc[0]
-            view = _raw_view(file)
-            if view is not None:
-                picked.append((source_id, view))
-                break
-    return picked[:n]
-
-
-def plot_before_after(out_dir: str | os.PathLike, n_sources: int = 3, path=None):
-    """Report Figure 1: raw frames (crop of the unflipped variant drawn) and their 4 variants.
-
-    Only source files that preprocessing accepted (the manifest) are opened.
-    """
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
-
-    frame = load_manifest(out_dir)
-    sources = _pick_sources(frame, n_sources)
-    if not sources:
-        raise FileNotFoundError(f"no readable healthy source frame listed in {out_dir}; {PRODUCER}")
-    fig, axes = plt.subplots(
-        len(sources),
-        1 + len(FLIPS),
-        figsize=(11, 2.35 * len(sources)),
-        gridspec_kw={"width_ratios": [1.35] + [1] * len(FLIPS)},
-        squeeze=False,
-    )
-    for row_axes, (source_id, (raw, (width, height))) in zip(axes, sources, strict=True):
-        rows = frame[frame["source_id"] == source_id].set_index("flip")
-        ax = row_axes[0]
-        ax.imshow(raw)
-        box = crop_box((raw.shape[1], raw.shape[0]), float(rows.loc["none", "crop_scale"]))
-        ax.add_patch(
-            Rectangle(
-                box[:2], box[2] - box[0], box[3] - box[1], fill=False, ec="yellow", lw=1.2, ls="--"
-            )
-        )
-        ax.set_title(f"raw {width}x{height}", fontsize=9)
-        ax.set_ylabel(source_id.split("/")[0], fontsize=9)
-        for ax, flip in zip(row_axes[1:], FLIPS, strict=True):
-            with Image.open(Path(out_dir) / rows.loc[flip, "file"]) as image:
-                ax.imshow(np.asarray(image.convert("RGB")))
-            label = FLIP_LABELS[flip]
-            ax.set_title(f"{label}, crop {rows.loc[flip, 'crop_scale']:.0%}", fontsize=9)
-        for ax in row_axes:
-            ax.set_xticks([])
-            ax.set_yticks([])
-    fig.tight_layout()
-    _save(fig, path)
-    return fig
-
-
-def _data_polyp_files(data_polyps: str | os.PathLike, out_dir) -> list[Path]:
-    """This run's raw polyp files: those preprocessing accepted when `out_dir` is given."""
-    files = list_images(data_polyps)
-    if out_dir is None:
-        return files
-    accepted = set(accepted_sources(out_dir, "polyps"))
-    return [f for f in files if f.resolve() in accepted]
-
-
-def plot_sources_vs_real(
-    data_polyps: str | os.PathLike,
-    real_polyps: str | os.PathLike | None,
-    n: int = 6,
-    path=None,
-    *,
-    out_dir: str | os.PathLike | None = None,
-):
-    """Supplementary figure: raw polyp frames of this run (top) beside real Kvasir ones (bottom).
-
-    With `out_dir` (the preprocessed folder) only frames preprocessing accepted are opened;
-    without it, unreadable files are left out. When `real_polyps` is None or holds no
-    images, the bottom row says so instead.
-    """
-    import matplotlib.pyplot as plt
-
-    real = list_images(real_polyps) if real_polyps and Path(real_polyps).is_dir() else []
-    rows = [_thumbnails(_data_polyp_files(data_polyps, out_dir), n, 240), _thumbnails(real, n, 240)]
-    if not rows[0]:
-        raise FileNotFoundError(f"no readable image files in {data_polyps}")
-    cols = max(n, *(len(r) for r in rows))
-    fig, axes = plt.subplots(2, cols, figsize=(1.9 * cols, 3.6), squeeze=False)
-    for row_axes, images, label in zip(axes, rows, ("this run's data", "real Kvasir"), strict=True):
-        for i, ax in enumerate(row_axes):
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for side in ax.spines.values():
-                side.set_visible(False)
-            if i < len(images):
-                ax.imshow(images[i])
-        row_axes[0].set_ylabel(label, fontsize=9)
-    fig.tight_layout()
-    if not rows[1]:
-        fig.text(0.5, 0.25, "no real Kvasir frames given", ha="center", fontsize=9)
-    _save(fig, path)
-    return fig
-
-
-def _save(fig, path) -> None:
-    """Save a figure as PNG atomically when `path` is given."""
-    if path is not None:
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=150, bbox_inches="tight")
-        atomic.atomic_write_bytes(path, buffer.getvalue())
-
-
-def _decode_reason(exc: BaseException) -> str:
-    """A short human reason for a decoding failure."""
-    message = str(exc).strip() or type(exc).__name__
-    if type(exc).__name__ == "UnidentifiedImageError":
-        return "not an image PIL can read (unknown or broken format)"
-    if "truncated" in message.lower():
-        return f"truncated image ({message})"
-    return f"cannot decode ({type(exc).__name__}: {message})"

@@ -4,16 +4,15 @@
                           [--device DEV] [--run-dir DIR] [--only 03,04] [--force] [--no-report]
                           [--list]
 
-Every `notebooks/NN_name.ipynb` runs in order, with cwd `notebooks/` and kernel `python3`, into
-`<run_dir>/executed/NN_name.ipynb` (the sources are never written). Parameters come from the
-profile (`helpers/profiles/<name>.yaml`: a flat `parameters:` map applied to every notebook that
-declares the name, and optional `notebooks: {NN_name: {...}}` overrides), then `-p`, `--data`
-and `--device`; `run_dir` is always passed. Everything is checked before the first notebook runs.
+Every `notebooks/NN_name.ipynb` runs in order (cwd `notebooks/`, kernel `python3`) into
+`<run_dir>/executed/` (sources are never written), with its defaults, then the profile's values
+(helpers.profile), then `-p`, `--data`, `--device`; all are checked first (helpers.params) and
+recorded in `<run_dir>/run.json` (read it with `helpers.paths.read_run_info`).
 
-A notebook is skipped when its stamp (`executed/.stamps/NN_name.json`: hash of the notebook,
-its parameters, the helpers source, its data folder or zip, and the current content of every file
-the notebooks before it wrote) is unchanged since its last successful run and the files it wrote
-itself are still there, unchanged; `--force` reruns it anyway. Timings go to `<run_dir>/timings.csv`.
+A notebook is skipped when its stamp (`executed/.stamps/NN_name.json`: digest of the notebook,
+its parameters, the helpers source, its data and every file the notebooks before it wrote, see
+helpers.stamps) is unchanged and its own outputs are intact; `--force` reruns it anyway.
+Timings go to `<run_dir>/timings.csv`.
 
 Exit codes: 0 success, 1 a notebook or the report failed, 2 bad arguments or parameters.
 """
@@ -21,26 +20,34 @@ Exit codes: 0 success, 1 a notebook or the report failed, 2 bad arguments or par
 from __future__ import annotations
 
 import argparse
-import ast
-import contextlib
-import hashlib
 import json
 import os
 import re
 import sys
-import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from helpers import paths
+import torch
+
+from helpers import paths, report
 from helpers.atomic import atomic_write_text
-from helpers.kvasir import DATA_ALIASES, DATA_KEYWORDS
+from helpers.budget import expected_time
+from helpers.execution import describe_failure, execute, live_progress
+from helpers.fingerprint import file_digest, json_digest
 from helpers.lock import LockBusy, file_lock
-from helpers.progress import PROGRESS_ENV, format_progress, read_progress
+from helpers.params import Declared, notebook_parameters, problem, type_problem
+from helpers.profile import (
+    UsageError,
+    absolute_data_dir,
+    cli_parameters,
+    load_profile,
+    profile_name,
+)
+from helpers.runtime import describe_device, get_device
 from helpers.stamps import (
     inputs_digest,
     outputs_intact,
@@ -50,22 +57,14 @@ from helpers.stamps import (
     written_files,
 )
 
-PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
 NOTEBOOK_RE = re.compile(r"^(\d{2})_\w+\.ipynb$")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 # helpers files that do not change what a notebook computes (left out of the stamp hash).
-STAMP_EXCLUDE = ("run.py", "report.py")
-KERNEL = "python3"
+# The runner and the report's own code: changing them does not change what a notebook computes.
+STAMP_EXCLUDE = (
+    "run.py", "profile.py", "execution.py", "report.py", "export.py", "narrative/summary.py",
+)  # fmt: skip
 PSEUDO_FILE_SYSTEMS = ("/proc", "/sys", "/dev")
-FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
-# Parameter names that count something (epochs, n_*, max_*, *_every): negative values are errors.
-COUNT_NAME = re.compile(r"((^|_)(n|max|num)_|epochs$|_every$|_count$)")
-# Keep the kernel's own start-up warnings (e.g. "running over TCP without encryption") quiet.
-KERNEL_ARGS = ["--IPKernelApp.log_level=ERROR"]
-
-
-class UsageError(Exception):
-    """Bad command line, profile or parameter: reported in one line, exit code 2."""
 
 
 @dataclass(frozen=True)
@@ -73,7 +72,7 @@ class Notebook:
     """One numbered source notebook and the parameters its `parameters` cell declares."""
 
     path: Path
-    params: dict[str, dict] = field(default_factory=dict)
+    params: dict[str, Declared] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -85,6 +84,10 @@ class Notebook:
         """Two-digit prefix, e.g. "03"."""
         return self.name[:2]
 
+    def defaults(self) -> dict[str, Any]:
+        """The literal defaults of its parameters cell."""
+        return {n: p.default for n, p in self.params.items() if p.has_default}
+
 
 @dataclass
 class Outcome:
@@ -93,6 +96,18 @@ class Outcome:
     name: str
     seconds: float
     skipped: bool
+
+
+@dataclass
+class Plan:
+    """Everything a run needs, checked before the first notebook starts."""
+
+    notebooks: list[Notebook]
+    selected: list[Notebook]
+    resolved: dict[str, dict[str, Any]]  # every value each notebook runs with
+    overrides: dict[str, dict[str, Any]]  # the values the profile or command line set
+    run_dir: Path
+    errors: list[str]
 
 
 # --- notebooks and their parameters -----------------------------------------------------------
@@ -105,89 +120,12 @@ def find_notebooks(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if NOTEBOOK_RE.match(p.name))
 
 
-def inspect_parameters(path: Path) -> dict[str, dict]:
-    """Parameters of the notebook's `parameters` cell: name, inferred_type_name, default, help.
-
-    papermill.inspect_notebook reads them, but it skips any line with a second "=" (a comment
-    like `# 0 = all cores`); those are filled in from the cell's syntax tree.
-    """
-    import nbformat
-
-    try:
-        nb = nbformat.read(path, as_version=4)
-    except Exception as exc:
-        raise UsageError(f"{path}: not a readable notebook ({exc})") from exc
-    cells = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
-    if not cells:
-        return {}
-    found = ast_parameters(cells[0].source, path)
-    found.update(_papermill_parameters(path, nb))
-    return found
-
-
-def _papermill_parameters(path: Path, nb) -> dict[str, dict]:
-    """papermill.inspect_notebook, quiet, with a python kernelspec when the notebook has none."""
-    import papermill as pm
-
-    with quiet_papermill():
-        if nb.metadata.get("kernelspec", {}).get("name"):
-            return pm.inspect_notebook(str(path))
-        translator = pm.translators.papermill_translators.find_translator(KERNEL, "python")
-        cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
-        return {p.name: p._asdict() for p in translator.inspect(cell)}
-
-
-@contextlib.contextmanager
-def quiet_papermill() -> Iterator[None]:
-    """Silence papermill's "Unable to parse line" warnings (ast_parameters covers those lines)."""
-    import logging
-
-    logger = logging.getLogger("papermill.translators")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
-def ast_parameters(source: str, path: Path | None = None) -> dict[str, dict]:
-    """`name: type = literal  # help` statements of a cell, in papermill's Parameter shape."""
-    import io
-    import tokenize
-
-    try:
-        tree = ast.parse(source)
-        tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
-    except (SyntaxError, tokenize.TokenError) as exc:
-        where = f"{path.name}: " if path else ""
-        raise UsageError(f"{where}parameters cell is not valid python ({exc})") from exc
-    comments = {
-        t.start[0]: t.string.lstrip("#").strip() for t in tokens if t.type == tokenize.COMMENT
-    }
-    found = {}
-    for node in tree.body:
-        annotation = None
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value:
-            name, annotation = node.target.id, ast.unparse(node.annotation)
-        elif isinstance(node, ast.Assign) and len(node.targets) == 1:
-            if not isinstance(node.targets[0], ast.Name):
-                continue
-            name = node.targets[0].id
-        else:
-            continue
-        found[name] = {
-            "name": name,
-            "inferred_type_name": annotation or "None",
-            "default": ast.get_source_segment(source, node.value),
-            "help": comments.get(node.end_lineno, ""),
-        }
-    return found
-
-
 def load_notebooks(folder: Path) -> list[Notebook]:
     """Every numbered notebook in `folder` with its declared parameters."""
-    return [Notebook(p, inspect_parameters(p)) for p in find_notebooks(folder)]
+    try:
+        return [Notebook(p, notebook_parameters(p)) for p in find_notebooks(folder)]
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
 
 
 def select_notebooks(notebooks: list[Notebook], only: str | None) -> list[Notebook]:
@@ -205,193 +143,62 @@ def select_notebooks(notebooks: list[Notebook], only: str | None) -> list[Notebo
     return sorted(chosen, key=lambda nb: nb.name)
 
 
-# --- profiles and parameter values ------------------------------------------------------------
-
-
-def profile_path(profile: str) -> Path:
-    """YAML file of a profile name (helpers/profiles/<name>.yaml) or of a path to one."""
-    candidate = Path(profile).expanduser()
-    if candidate.suffix in (".yaml", ".yml"):
-        if not candidate.is_file():
-            raise UsageError(f"--profile {profile}: file not found")
-        return candidate.resolve()
-    path = PROFILES_DIR / f"{profile}.yaml"
-    if not path.is_file():
-        names = ", ".join(sorted(p.stem for p in PROFILES_DIR.glob("*.yaml")))
-        raise UsageError(f"--profile {profile}: unknown profile (have: {names})")
-    return path
-
-
-def profile_name(profile: str) -> str:
-    """Short name of a profile argument ("quick", or a YAML file's stem)."""
-    return Path(profile).stem
-
-
-def load_profile(profile: str) -> dict[str, dict]:
-    """Read a profile: {"parameters": {...}, "notebooks": {name: {...}}}."""
-    import yaml
-
-    path = profile_path(profile)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise UsageError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
-    if not isinstance(data, dict) or set(data) - {"parameters", "notebooks", "description"}:
-        raise UsageError(f"{path}: expected a map with keys parameters, notebooks, description")
-    params, per_nb = data.get("parameters") or {}, data.get("notebooks") or {}
-    if not isinstance(params, dict) or not isinstance(per_nb, dict):
-        raise UsageError(f"{path}: parameters and notebooks must be maps")
-    if not all(isinstance(v, dict) for v in per_nb.values()):
-        raise UsageError(f"{path}: every notebooks.<name> entry must be a map")
-    return {
-        "parameters": {k: as_number(v) for k, v in params.items()},
-        "notebooks": {str(k): {n: as_number(v) for n, v in d.items()} for k, d in per_nb.items()},
-    }
-
-
-def as_number(value: Any) -> Any:
-    """ "1e-3" -> 0.001: YAML 1.1 reads exponents without a dot as strings; others unchanged."""
-    if isinstance(value, str) and FLOAT_RE.fullmatch(value.strip()):
-        return float(value)
-    return value
-
-
-def parse_value(text: str) -> Any:
-    """A `-p` value parsed as a YAML scalar ("3" -> 3, "true" -> True, "abc" -> "abc")."""
-    import yaml
-
-    try:
-        return as_number(yaml.safe_load(text)) if text.strip() else ""
-    except yaml.YAMLError:
-        return text
-
-
-def resolve_parameters(
+def override_parameters(
     notebooks: list[Notebook], profile: dict[str, dict], cli: dict[str, Any]
 ) -> dict[str, dict[str, Any]]:
-    """Parameters for each notebook: profile, then its per-notebook map, then the command line."""
-    resolved = {}
+    """Values set for each notebook: profile, then its per-notebook map, then the command line."""
+    overrides = {}
     for nb in notebooks:
         values = {k: v for k, v in profile["parameters"].items() if k in nb.params}
         for key, extra in profile["notebooks"].items():
             if key in (nb.name, nb.number):
                 values.update(extra)
         values.update({k: v for k, v in cli.items() if k in nb.params})
-        resolved[nb.name] = values
-    return resolved
+        overrides[nb.name] = values
+    return overrides
 
 
-def effective_parameters(nb: Notebook, values: dict[str, Any]) -> dict[str, Any]:
-    """Every parameter the notebook will run with: its defaults, overridden by `values`."""
-    defaults = {}
-    for name, spec in nb.params.items():
-        with contextlib.suppress(ValueError, SyntaxError):
-            defaults[name] = ast.literal_eval(str(spec.get("default", "")))
-    return {**defaults, **values}
+def resolve_parameters(
+    notebooks: list[Notebook], overrides: dict[str, dict[str, Any]], run_dir: Path
+) -> dict[str, dict[str, Any]]:
+    """Every value each notebook runs with: its defaults, then `overrides`, then run_dir."""
+    return {
+        nb.name: {**nb.defaults(), **overrides[nb.name], "run_dir": str(run_dir)}
+        for nb in notebooks
+    }
 
 
 # --- validation -------------------------------------------------------------------------------
 
 
-def _declared_type(spec: dict) -> str | None:
-    """The declared type of a parameter ("int", "float", ...) or one inferred from its default."""
-    name = (spec.get("inferred_type_name") or "None").split("[")[0].strip()
-    if name not in ("None", ""):
-        return name
-    try:
-        value = ast.literal_eval(str(spec.get("default", "")))
-    except (ValueError, SyntaxError):
-        return None
-    return type(value).__name__ if value is not None else None
-
-
-def type_error(name: str, value: Any, declared: str | None) -> str | None:
-    """Why `value` does not fit the declared type, or None when it does (or is unknown)."""
-    checks = {
-        "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-        "float": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
-        "str": lambda v: isinstance(v, str),
-        "bool": lambda v: isinstance(v, bool),
-        "list": lambda v: isinstance(v, list),
-        "tuple": lambda v: isinstance(v, list | tuple),
-        "dict": lambda v: isinstance(v, dict),
-    }
-    check = checks.get(declared or "")
-    if check is None or check(value):
-        return None
-    return f"parameter {name}={value!r}: expected {declared}, got {type(value).__name__}"
-
-
-def value_error(name: str, value: Any) -> str | None:
-    """Why a well-typed value is still wrong (negative counts, unknown loss/device, no data)."""
-    number = isinstance(value, int | float) and not isinstance(value, bool)
-    if number and (name in ("batch_size", "latent_dim") or name.endswith("_size")) and value < 1:
-        return f"parameter {name}={value!r}: must be >= 1"
-    if number and name in ("epochs", "abl_epochs") and value < 1:
-        return f"parameter {name}={value!r}: must be >= 1 (a training notebook needs an epoch)"
-    counts = name in ("epochs", "seed") or bool(COUNT_NAME.search(name))
-    if number and counts and value < 0:
-        return f"parameter {name}={value!r}: must be >= 0"
-    if number and (name == "lr" or name.endswith("_lr")) and value <= 0:
-        return f"parameter {name}={value!r}: must be > 0"
-    if number and name.endswith(("fraction", "_share")) and not 0 <= value <= 1:
-        return f"parameter {name}={value!r}: must be between 0 and 1"
-    if name == "loss" or name.endswith("_loss") or name == "losses":
-        return _loss_error(name, value)
-    if name == "device" and isinstance(value, str):
-        return device_error(value)
-    if name == "data_dir" and isinstance(value, str) and value.strip().lower() not in DATA_KEYWORDS:
-        if not Path(value).expanduser().exists():
-            return f"parameter data_dir={value!r}: no such file or folder"
-    return None
-
-
-def _loss_error(name: str, value: Any) -> str | None:
-    """Unknown reconstruction loss name(s)."""
-    from helpers.losses import RECON_LOSSES
-
-    values = value if isinstance(value, list) else [value]
-    bad = [v for v in values if not isinstance(v, str) or v.lower() not in RECON_LOSSES]
-    if bad:
-        return f"parameter {name}={value!r}: unknown loss (expected {', '.join(RECON_LOSSES)})"
-    return None
-
-
-def device_error(device: str) -> str | None:
-    """Unknown device name, or an accelerator this machine does not have."""
-    from helpers.runtime import DEVICE_CHOICES
-
+def device_problem(device: str) -> str | None:
+    """Why a well-formed device name cannot be used here (an accelerator this machine lacks)."""
     name = device.strip().lower()
-    if not re.fullmatch(r"(auto|cpu|mps|cuda(:\d+)?)", name):
-        return f"parameter device={device!r}: unknown device (expected {', '.join(DEVICE_CHOICES)})"
     if name in ("auto", "cpu"):
         return None
-    from helpers.runtime import get_device
-
     try:
         get_device(name)
     except (ValueError, RuntimeError, AssertionError) as exc:
-        return f"parameter device={device!r}: {exc} (use --device auto or cpu)"
-    if name == "mps":
-        import torch
-
-        mps = getattr(torch.backends, "mps", None)
-        if mps is None or not mps.is_available():
-            return f"parameter device={device!r}: MPS is not available (use --device auto or cpu)"
+        return f"device={device!r}: {exc} (use --device auto or cpu)"
+    mps = getattr(torch.backends, "mps", None)
+    if name == "mps" and (mps is None or not mps.is_available()):
+        return f"device={device!r}: MPS is not available (use --device auto or cpu)"
     return None
 
 
-def validate(
-    all_notebooks: list[Notebook],
-    selected: list[Notebook],
-    profile: dict[str, dict],
-    cli: dict[str, Any],
-    resolved: dict[str, dict[str, Any]],
-) -> list[str]:
-    """Every problem with the parameters, one line each (empty: all good)."""
-    declared = {name for nb in all_notebooks for name in nb.params}
-    by_name = {nb.name: nb for nb in all_notebooks}
-    by_number = {nb.number: nb for nb in all_notebooks}
+def value_problem(nb: Notebook, name: str, value: Any) -> str | None:
+    """Why a value cannot go to a notebook: its declared type, the rule of its name, the machine."""
+    declared = nb.params.get(name)
+    found = type_problem(name, value, declared.kind if declared else None) or problem(name, value)
+    if found is None and name == "device" and isinstance(value, str):
+        found = device_problem(value)
+    return found
+
+
+def unknown_names(notebooks: list[Notebook], profile: dict, cli: dict[str, Any]) -> list[str]:
+    """Names set by the profile or command line that no (or not that) notebook declares."""
+    declared = {name for nb in notebooks for name in nb.params}
+    by_key = {key: nb for nb in notebooks for key in (nb.name, nb.number)}
     errors = []
     for source, names in (("profile", profile["parameters"]), ("command line", cli)):
         errors += [
@@ -400,7 +207,7 @@ def validate(
             if n not in declared
         ]
     for key, values in profile["notebooks"].items():
-        nb = by_name.get(key) or by_number.get(key)
+        nb = by_key.get(key)
         if nb is None:
             errors.append(f"profile notebooks.{key}: no such notebook")
             continue
@@ -409,14 +216,18 @@ def validate(
             for n in values
             if n not in nb.params
         ]
-    seen = set()
+    return errors
+
+
+def validate(selected: list[Notebook], resolved: dict[str, dict[str, Any]]) -> list[str]:
+    """Every problem with the values the selected notebooks would run with, one line each."""
+    errors, seen = [], set()
     for nb in selected:
         for name, value in resolved[nb.name].items():
-            problem = type_error(name, value, _declared_type(nb.params.get(name, {})))
-            problem = problem or value_error(name, value)
-            if problem and problem not in seen:
-                seen.add(problem)
-                errors.append(f"{problem} (in {nb.name})")
+            found = value_problem(nb, name, value)
+            if found and found not in seen:
+                seen.add(found)
+                errors.append(f"parameter {found} (in {nb.name})")
     return errors
 
 
@@ -424,119 +235,23 @@ def validate(
 
 
 def helpers_hash(root: Path | None = None) -> str:
-    """Hash of the helpers package source that notebooks call (not the runner or report)."""
-    digest = hashlib.sha256()
+    """Digest of the helpers package source that notebooks call (not the runner or report)."""
     root = root or Path(__file__).resolve().parent
-    for path in sorted(root.rglob("*.py")):
-        if path.name in STAMP_EXCLUDE and path.parent == root:
-            continue
-        digest.update(path.relative_to(root).as_posix().encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
+    files = {
+        rel: file_digest(root / rel)
+        for rel in sorted(p.relative_to(root).as_posix() for p in root.rglob("*.py"))
+        if rel not in STAMP_EXCLUDE
+    }
+    return json_digest(files)
 
 
 def stamp_key(nb: Notebook, params: dict[str, Any], code_hash: str, inputs: str) -> str:
-    """Hash of everything a notebook's result depends on (`inputs`: digest of what it reads)."""
-    digest = hashlib.sha256()
-    digest.update(nb.path.read_bytes())
-    digest.update(json.dumps(params, sort_keys=True, default=str).encode())
-    digest.update(code_hash.encode())
-    digest.update(inputs.encode())
-    return digest.hexdigest()
+    """Digest of everything a notebook's result depends on (`inputs`: digest of what it reads)."""
+    parts = {"notebook": file_digest(nb.path), "parameters": params, "code": code_hash}
+    return json_digest({**parts, "inputs": inputs})
 
 
 # --- execution --------------------------------------------------------------------------------
-
-
-def describe_failure(nb: Notebook, exc: BaseException) -> str:
-    """A few lines naming the notebook, the failing cell and the error."""
-    out = nb.path.name
-    ename = getattr(exc, "ename", None)
-    if ename is None:
-        return f"FAILED {out}: {type(exc).__name__}: {exc}".rstrip()
-    source = getattr(exc, "source", "") or ""
-    first = next((ln.strip() for ln in source.splitlines() if ln.strip()), "(empty cell)")
-    index = _source_cell_index(nb.path, source)
-    where = f"cell {index}" if index is not None else f"executed cell {exc.cell_index}"
-    evalue = (getattr(exc, "evalue", "") or "").strip().splitlines()
-    lines = [
-        f"FAILED {out}, {where} (0-based; execution count {exc.exec_count}):",
-        f"    {first}",
-        f"  {ename}: {evalue[0] if evalue else ''}".rstrip(),
-    ]
-    return "\n".join(lines)
-
-
-def _source_cell_index(path: Path, source: str) -> int | None:
-    """Index of the source notebook cell with this exact source, if there is one."""
-    import nbformat
-
-    nb = nbformat.read(path, as_version=4)
-    return next((i for i, c in enumerate(nb.cells) if c.source == source), None)
-
-
-@contextlib.contextmanager
-def live_progress(run_dir: Path, header: str) -> Iterator[None]:
-    """While the block runs, show the notebook's live status (training: epoch, losses, speed).
-
-    On a terminal the status line is redrawn in place every second; in a log (no terminal) a
-    status line is printed every 30 s.
-    """
-    path = run_dir / "executed" / ".progress.json"
-    path.unlink(missing_ok=True)
-    os.environ[PROGRESS_ENV] = str(path)
-    stop, tty, printed = threading.Event(), sys.stdout.isatty(), []
-
-    def show() -> None:
-        """Poll the status file until the notebook ends."""
-        last_print = time.monotonic()
-        while not stop.wait(1.0):
-            line = format_progress(read_progress(path))
-            if line and tty:
-                print(f"\r{header} {line}"[:160].ljust(160), end="", flush=True)
-            elif line and time.monotonic() - last_print >= 30:
-                print(f"\n    {line}", end="", flush=True)
-                last_print = time.monotonic()
-                printed.append(line)
-
-    thread = threading.Thread(target=show, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-        os.environ.pop(PROGRESS_ENV, None)
-        path.unlink(missing_ok=True)
-        if tty:
-            print(f"\r{header}".ljust(160) + f"\r{header}", end="", flush=True)
-        elif printed:  # the outcome goes on a line of its own after the status lines
-            print(f"\n{header}", end="", flush=True)
-
-
-def execute(nb: Notebook, params: dict[str, Any], run_dir: Path) -> Path:
-    """Run one notebook with papermill into <run_dir>/executed (atomic rename when done)."""
-    import papermill as pm
-
-    out = run_dir / "executed" / nb.path.name
-    partial = out.with_name(f".{nb.name}.partial.ipynb")
-    try:
-        with quiet_papermill():
-            pm.execute_notebook(
-                str(nb.path),
-                str(partial),
-                parameters=params,
-                cwd=str(nb.path.parent),
-                kernel_name=KERNEL,
-                progress_bar=False,
-                extra_arguments=KERNEL_ARGS,
-            )
-    finally:
-        if partial.exists():
-            with open(partial, "rb") as fh:
-                os.fsync(fh.fileno())
-            os.replace(partial, out)
-    return out
 
 
 def write_timings(run_dir: Path, outcomes: list[Outcome]) -> Path:
@@ -546,22 +261,23 @@ def write_timings(run_dir: Path, outcomes: list[Outcome]) -> Path:
     return atomic_write_text(run_dir / "timings.csv", "\n".join(lines) + "\n")
 
 
-def write_run_info(run_dir: Path, profile: str, args: argparse.Namespace, resolved: dict) -> Path:
-    """run.json: profile, command, device, start time and every notebook's parameters."""
+def write_run_info(plan: Plan, profile: str, argv: list[str]) -> Path:
+    """run.json: profile, command, start time, device, and every notebook's resolved values."""
     info = {
         "profile": profile,
-        "command": "python -m helpers.run " + " ".join(args.argv),
+        "command": "python -m helpers.run " + " ".join(argv),
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "device": _device_label(resolved),
-        "parameters": resolved,
+        "device": device_label(plan.resolved),
+        "notebooks": [nb.name for nb in plan.selected],
+        "parameters": plan.resolved,
+        "overrides": plan.overrides,
     }
-    return atomic_write_text(run_dir / "run.json", json.dumps(info, indent=2, default=str) + "\n")
+    text = json.dumps(info, indent=2, default=str) + "\n"
+    return atomic_write_text(paths.RunPaths(plan.run_dir).run_info, text)
 
 
-def _device_label(resolved: dict[str, dict[str, Any]]) -> str:
+def device_label(resolved: dict[str, dict[str, Any]]) -> str:
     """The device the notebooks will use, in words (from their `device` parameter)."""
-    from helpers.runtime import describe_device, get_device
-
     requested = next((p["device"] for p in resolved.values() if "device" in p), "auto")
     try:
         return describe_device(get_device(requested))
@@ -569,54 +285,56 @@ def _device_label(resolved: dict[str, dict[str, Any]]) -> str:
         return str(requested)
 
 
-def run_notebooks(
-    notebooks: list[Notebook],
-    selected: list[Notebook],
-    resolved: dict[str, dict[str, Any]],
-    run_dir: Path,
-    force: bool,
-) -> tuple[list[Outcome], bool]:
+def run_one(nb: Notebook, params: dict, run_dir: Path, key: str, inputs: dict) -> float:
+    """Execute one notebook, then write its stamp; return its seconds (errors propagate)."""
+    stamp_path(run_dir, nb.name).unlink(missing_ok=True)
+    before, start = snapshot(run_dir), time.perf_counter()
+    execute(nb.path, params, run_dir / "executed" / nb.path.name)
+    seconds = time.perf_counter() - start
+    stamp = {"notebook": nb.name, "key": key, "seconds": round(seconds, 2), "parameters": params,
+             **inputs, "outputs": written_files(run_dir, before)}  # fmt: skip
+    atomic_write_text(stamp_path(run_dir, nb.name), json.dumps(stamp, indent=2, default=str))
+    return seconds
+
+
+def is_current(nb: Notebook, run_dir: Path, key: str) -> bool | None:
+    """True: unchanged since its last run; None: outputs changed since; False: (re)run it."""
+    stored = read_stamp(run_dir, nb.name)
+    if not (run_dir / "executed" / nb.path.name).is_file() or stored.get("key") != key:
+        return False
+    return True if outputs_intact(run_dir, stored.get("outputs", {})) else None
+
+
+def run_notebooks(plan: Plan, force: bool) -> tuple[list[Outcome], bool]:
     """Execute (or skip) the selected notebooks in order; stop at the first failure."""
-    code_hash, outcomes = helpers_hash(), []
-    for i, nb in enumerate(selected, start=1):
-        params = resolved[nb.name]
-        earlier = [n.name for n in notebooks if n.name < nb.name]
+    code_hash, outcomes, run_dir = helpers_hash(), [], plan.run_dir
+    for i, nb in enumerate(plan.selected, start=1):
+        params = plan.resolved[nb.name]
+        earlier = [n.name for n in plan.notebooks if n.name < nb.name]
         inputs = inputs_digest(run_dir, earlier, params)
         key = stamp_key(nb, params, code_hash, inputs)
-        header = f"[{i}/{len(selected)}] {nb.name} ..."
+        header = f"[{i}/{len(plan.selected)}] {nb.name} ..."
         print(header, end="", flush=True)
-        done = (run_dir / "executed" / nb.path.name).is_file()
-        stored = read_stamp(run_dir, nb.name)
-        if not force and done and stored.get("key") == key:
-            if outputs_intact(run_dir, stored.get("outputs", {})):
-                print(" skipped (unchanged)", flush=True)
-                outcomes.append(Outcome(nb.name, 0.0, True))
-                continue
+        current = None if force else is_current(nb, run_dir, key)
+        if current:
+            print(" skipped (unchanged)", flush=True)
+            outcomes.append(Outcome(nb.name, 0.0, True))
+            continue
+        if current is None and not force:
             print(" outputs changed since its last run; rerunning ...", end="", flush=True)
-        stamp_path(run_dir, nb.name).unlink(missing_ok=True)
-        before = snapshot(run_dir)
         start = time.perf_counter()
         try:
             with live_progress(run_dir, header):
-                execute(nb, params, run_dir)
+                seconds = run_one(
+                    nb, params, run_dir, key, {"inputs": inputs, "inputs_from": earlier}
+                )
         except Exception as exc:  # papermill/kernel errors: report in a few lines and stop
             outcomes.append(Outcome(nb.name, time.perf_counter() - start, False))
             print(f" failed after {outcomes[-1].seconds:.1f} s", flush=True)
-            print(describe_failure(nb, exc), file=sys.stderr)
+            print(describe_failure(nb.path, exc), file=sys.stderr)
             print(f"  executed notebook: {run_dir / 'executed' / nb.path.name}", file=sys.stderr)
             return outcomes, False
-        seconds = time.perf_counter() - start
         outcomes.append(Outcome(nb.name, seconds, False))
-        stamp = {
-            "notebook": nb.name,
-            "key": key,
-            "seconds": round(seconds, 2),
-            "parameters": params,
-            "inputs": inputs,
-            "inputs_from": earlier,
-            "outputs": written_files(run_dir, before),
-        }
-        atomic_write_text(stamp_path(run_dir, nb.name), json.dumps(stamp, indent=2, default=str))
         print(f" {seconds:.1f} s", flush=True)
     return outcomes, True
 
@@ -633,17 +351,15 @@ def print_summary(outcomes: list[Outcome]) -> None:
     print(f"  {'total':<{width}}  {sum(o.seconds for o in outcomes):8.1f} s")
 
 
-def list_notebooks(notebooks: list[Notebook], resolved: dict[str, dict[str, Any]]) -> None:
+def list_notebooks(notebooks: list[Notebook], overrides: dict[str, dict[str, Any]]) -> None:
     """Print each notebook's parameters: type, default and the value this profile gives."""
     for nb in notebooks:
         print(nb.name)
         for name, spec in nb.params.items():
-            kind = _declared_type(spec) or "?"
-            line = f"  {name}: {kind} = {spec.get('default')}"
-            if name in resolved[nb.name]:
-                line += f"  -> {resolved[nb.name][name]!r}"
-            help_text = (spec.get("help") or "").strip()
-            print(f"{line}  # {help_text}" if help_text else line)
+            line = f"  {name}: {spec.kind or '?'} = {spec.source}"
+            if name in overrides[nb.name]:
+                line += f"  -> {overrides[nb.name][name]!r}"
+            print(f"{line}  # {spec.help}" if spec.help else line)
 
 
 # --- command line -----------------------------------------------------------------------------
@@ -677,34 +393,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def cli_parameters(args: argparse.Namespace) -> dict[str, Any]:
-    """Parameters given on the command line (-p, --data, --device); paths made absolute."""
-    values = {name: parse_value(text) for name, text in args.p}
-    if args.data is not None:
-        values["data_dir"] = args.data
-    if args.device is not None:
-        values["device"] = args.device
-    return absolute_data_dir(values, paths.invocation_dir())
+def choose_run_dir(args: argparse.Namespace) -> Path:
+    """--run-dir, else $ENDOVAE_RUN_DIR, else runs/<profile>."""
+    if args.run_dir:
+        return paths.resolve_user_path(args.run_dir)
+    if os.environ.get("ENDOVAE_RUN_DIR", "").strip():
+        return paths.RunPaths.from_param("").root
+    return paths.runs_root() / profile_name(args.profile)
 
 
-def absolute_data_dir(values: dict[str, Any], base: Path) -> dict[str, Any]:
-    """Make a `data_dir` path absolute (relative to `base`); keywords stay as they are."""
-    data = values.get("data_dir")
-    if isinstance(data, str) and data.strip().lower() in DATA_ALIASES:
-        values["data_dir"] = DATA_ALIASES[data.strip().lower()]
-    elif isinstance(data, str) and data.strip().lower() not in DATA_KEYWORDS:
-        path = Path(data.strip()).expanduser()
-        values["data_dir"] = str(path if path.is_absolute() else (base / path).resolve())
-    return values
-
-
-def default_run_dir(profile: str) -> Path:
-    """runs/<profile> under helpers.paths.runs_root()."""
-    return paths.runs_root() / profile_name(profile)
-
-
-def prepare(args: argparse.Namespace) -> tuple[list[Notebook], list[Notebook], dict, Path, list]:
-    """Load notebooks and profile, resolve every parameter; return them and the problems found."""
+def prepare(args: argparse.Namespace) -> Plan:
+    """Load notebooks and profile, resolve and check every parameter."""
     folder = Path(args.notebooks_dir).resolve() if args.notebooks_dir else paths.notebooks_dir()
     notebooks = load_notebooks(folder)
     if not notebooks:
@@ -715,19 +414,13 @@ def prepare(args: argparse.Namespace) -> tuple[list[Notebook], list[Notebook], d
     for extra in profile["notebooks"].values():
         absolute_data_dir(extra, paths.PROJECT_ROOT)
     cli = cli_parameters(args)
-    if args.run_dir:
-        run_dir = paths.resolve_user_path(args.run_dir)
-    elif os.environ.get("ENDOVAE_RUN_DIR", "").strip():
-        run_dir = paths.RunPaths.from_param("").root
-    else:
-        run_dir = default_run_dir(args.profile)
     if "run_dir" in cli or "run_dir" in profile["parameters"]:
         raise UsageError("set the run folder with --run-dir, not as a parameter")
-    resolved = resolve_parameters(notebooks, profile, cli)
-    for name in resolved:
-        resolved[name]["run_dir"] = str(run_dir)
-    errors = validate(notebooks, selected, profile, cli, resolved)
-    return notebooks, selected, resolved, run_dir, errors
+    run_dir = choose_run_dir(args)
+    overrides = override_parameters(notebooks, profile, cli)
+    resolved = resolve_parameters(notebooks, overrides, run_dir)
+    errors = unknown_names(notebooks, profile, cli) + validate(selected, resolved)
+    return Plan(notebooks, selected, resolved, overrides, run_dir, errors)
 
 
 def run_dir_problem(run_dir: Path) -> str | None:
@@ -763,68 +456,44 @@ def run_command(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = argv
     try:
-        notebooks, selected, resolved, run_dir, errors = prepare(args)
+        plan = prepare(args)
     except UsageError as exc:
-        errors, notebooks = [str(exc)], []
-    if args.list and notebooks:
-        list_notebooks(notebooks, resolved)
-    for line in errors:
+        plan = Plan([], [], {}, {}, Path(), [str(exc)])
+    if args.list and plan.notebooks:
+        list_notebooks(plan.notebooks, plan.overrides)
+    for line in plan.errors:
         print(f"error: {line}", file=sys.stderr)
-    if errors:
+    if plan.errors:
         return EXIT_USAGE
     if args.list:
         return EXIT_OK
-    problem = run_dir_problem(run_dir)
-    if problem:
-        print(f"error: {problem}", file=sys.stderr)
+    trouble = run_dir_problem(plan.run_dir)
+    if trouble:
+        print(f"error: {trouble}", file=sys.stderr)
         return EXIT_USAGE
+    run_dir = plan.run_dir
     try:
         with file_lock(run_dir / ".run.lock", timeout=0, what=f"run folder {run_dir}"):
-            return run_locked(args, notebooks, selected, resolved, run_dir)
+            return run_locked(args, plan)
     except LockBusy as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
 
-def expected_time(selected: list[Notebook], resolved: dict, run_dir: Path, report: bool) -> str:
-    """One line: the run's expected time, from the training speed measured on this machine."""
-    from helpers.budget import estimate_seconds
-    from helpers.runtime import get_device
-    from helpers.train import measure_images_per_s, training_precision
-
-    chosen = {nb.name: effective_parameters(nb, resolved[nb.name]) for nb in selected}
-    trainer = next((p for p in chosen.values() if "precision" in p and "epochs" in p), None)
-    if trainer is None:
-        seconds, _ = estimate_seconds(chosen, 1.0, paths.RunPaths(run_dir).processed, report)
-        return f"expected time: about {seconds / 60:.1f} min (no EndoVAE training)"
-    device = get_device(str(trainer.get("device", "auto")))
-    batch = int(trainer.get("batch_size", 128))
-    choice = training_precision(device, str(trainer.get("precision", "auto")), batch)
-    speed = choice.speeds.get(choice.label) or measure_images_per_s(choice.precision, device, batch)
-    seconds, images = estimate_seconds(chosen, speed, paths.RunPaths(run_dir).processed, report)
-    return (
-        f"expected time: about {seconds / 60:.1f} min ({images:,} EndoVAE training images at "
-        f"{speed:,.1f} img/s, {choice.describe()}; plus the rest of each notebook)"
-    )
-
-
-def run_locked(args, notebooks, selected, resolved, run_dir: Path) -> int:
+def run_locked(args: argparse.Namespace, plan: Plan) -> int:
     """Run the notebooks and build the report while holding the run folder's lock."""
-    print(f"profile {profile_name(args.profile)} -> {run_dir}", flush=True)
-    write_run_info(run_dir, profile_name(args.profile), args, resolved)
-    print(expected_time(selected, resolved, run_dir, not args.no_report), flush=True)
+    print(f"profile {profile_name(args.profile)} -> {plan.run_dir}", flush=True)
+    write_run_info(plan, profile_name(args.profile), args.argv)
+    chosen = {nb.name: plan.resolved[nb.name] for nb in plan.selected}
+    print(expected_time(chosen, plan.run_dir, not args.no_report), flush=True)
     started = time.perf_counter()
-    outcomes, ok = run_notebooks(notebooks, selected, resolved, run_dir, args.force)
-    write_timings(run_dir, outcomes)
+    outcomes, ok = run_notebooks(plan, args.force)
+    write_timings(plan.run_dir, outcomes)
     print_summary(outcomes)
     if not ok:
         return EXIT_FAILED
-    if not args.no_report:
-        from helpers import report
-
-        result = report.build_report(run_dir)
-        if not result.ok:
-            return EXIT_FAILED
+    if not args.no_report and not report.build_report(plan.run_dir).ok:
+        return EXIT_FAILED
     print(f"done in {time.perf_counter() - started:.1f} s")
     return EXIT_OK
 

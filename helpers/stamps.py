@@ -5,13 +5,12 @@ The runner skips by them; the report flags by them. The digests come from helper
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 from helpers import kvasir
-from helpers.fingerprint import file_digest
+from helpers.fingerprint import bytes_digest, file_digest
 
 
 def snapshot(run_dir: Path) -> dict[str, tuple[int, int]]:
@@ -58,12 +57,11 @@ def data_fingerprint(params: dict[str, Any]) -> str:
 def inputs_digest(run_dir: Path, earlier: list[str], params: dict) -> str:
     """Digest of what a notebook reads: the current content of every file the `earlier`
     notebooks wrote, and its data folder; a changed mse.pt or data folder changes it."""
-    digest = hashlib.sha256(data_fingerprint(params).encode())
+    parts = [data_fingerprint(params)]
     for name in sorted(earlier):
         outputs = read_stamp(run_dir, name).get("outputs", {"none": "missing"})
-        for rel in sorted(outputs):
-            digest.update(f"{name}/{rel}={file_digest(run_dir / rel)}".encode())
-    return digest.hexdigest()
+        parts += [f"{name}/{rel}={file_digest(run_dir / rel)}" for rel in sorted(outputs)]
+    return bytes_digest("".join(parts).encode())
 
 
 def stale_inputs(run_dir: Path, name: str) -> bool:

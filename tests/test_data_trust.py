@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from helpers import kvasir, lock, paths
-from helpers.kvasir import ALL_CLASSES, POLYP_CLASS
+from helpers import extract, kvasir, lock, paths
+from helpers.classes import ALL_CLASSES, POLYP_CLASS
 
 DEADLINE_S = 10.0
 
@@ -75,12 +75,13 @@ def test_data_trust_pool_workers_exit_when_parent_is_killed(tmp_path):
         f"""
         import time
         from helpers import preprocess as p
+        from helpers.classes import ALL_CLASSES
         real = p._process_task
         def slow(task):
             time.sleep(0.5)
             return real(task)
         p._process_task = slow
-        dirs = {{c: {str(src)!r} + "/" + c for c in p.ALL_CLASSES}}
+        dirs = {{c: {str(src)!r} + "/" + c for c in ALL_CLASSES}}
         p.preprocess(dirs, {str(tmp_path / "out")!r}, workers=2, progress=False)
         """
     )
@@ -109,7 +110,7 @@ def test_data_trust_figures_skip_an_unreadable_polyp_file(tmp_path, monkeypatch)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from helpers import preprocess
+    from helpers import preprocess, preprocess_figures
 
     src = _tiny_tree(tmp_path / "src", n=2)
     bad = src / POLYP_CLASS / "01.png"  # second of two: the figure's linspace picks it
@@ -123,14 +124,16 @@ def test_data_trust_figures_skip_an_unreadable_polyp_file(tmp_path, monkeypatch)
         opened.append(Path(fp).resolve())
         return real_open(fp, *args, **kwargs)
 
-    fig = preprocess.plot_sources_vs_real(src / POLYP_CLASS, None, n=6, path=tmp_path / "f.png")
+    fig = preprocess_figures.plot_sources_vs_real(
+        src / POLYP_CLASS, None, n=6, path=tmp_path / "f.png"
+    )
     assert sum(bool(ax.images) for ax in fig.axes) == 1  # as notebook 01 calls it: no crash
     plt.close(fig)
-    monkeypatch.setattr(preprocess.Image, "open", spy)
-    fig = preprocess.plot_before_after(tmp_path / "out", path=tmp_path / "f1.png")
+    monkeypatch.setattr(preprocess_figures.Image, "open", spy)
+    fig = preprocess_figures.plot_before_after(tmp_path / "out", path=tmp_path / "f1.png")
     plt.close(fig)
     out = tmp_path / "out"
-    fig = preprocess.plot_sources_vs_real(src / POLYP_CLASS, None, n=6, out_dir=out)
+    fig = preprocess_figures.plot_sources_vs_real(src / POLYP_CLASS, None, n=6, out_dir=out)
     assert sum(bool(ax.images) for ax in fig.axes) == 1
     plt.close(fig)
     assert bad.resolve() not in opened  # with out_dir: never opened what preprocessing refused
@@ -184,28 +187,28 @@ def test_data_trust_second_extraction_waits_for_the_first(tmp_path):
     dest = tmp_path / "data" / "kvasir" / "k"
     script = (
         "import time\n"
-        "from helpers import kvasir\n"
-        "real = kvasir._extract_member\n"
+        "from helpers import extract\n"
+        "real = extract._extract_member\n"
         "def slow(zf, info, into):\n"
         "    if info.filename.endswith('polyps/0.jpg'):\n"
         "        print('ready', flush=True); time.sleep(1.5)\n"
         "    return real(zf, info, into)\n"
-        "kvasir._extract_member = slow\n"
-        f"kvasir.safe_extract({str(archive)!r}, {str(dest)!r}, progress=False)\n"
+        "extract._extract_member = slow\n"
+        f"extract.safe_extract({str(archive)!r}, {str(dest)!r}, progress=False)\n"
         "print('done', flush=True)\n"
     )
     proc = _holder(script)
     try:
         with pytest.raises(lock.LockBusy, match=f"extraction into .*PID {proc.pid}"):
-            kvasir.safe_extract(archive, dest, progress=False, lock_timeout=0.2)
-        assert kvasir.safe_extract(archive, dest, progress=False, lock_timeout=20) == dest
+            extract.safe_extract(archive, dest, progress=False, lock_timeout=0.2)
+        assert extract.safe_extract(archive, dest, progress=False, lock_timeout=20) == dest
         assert proc.stdout.readline().strip() == "done"  # the first one was not disturbed
         assert proc.wait(timeout=10) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
-    assert kvasir.extraction_complete(dest) and len(list((dest / "kvasir-dataset").iterdir())) == 4
+    assert extract.extraction_complete(dest) and len(list((dest / "kvasir-dataset").iterdir())) == 4
 
 
 # --- 6. relative paths mean the user's folder -------------------------------------------------

@@ -13,7 +13,6 @@ import stat
 import subprocess
 import sys
 import threading
-import types
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -21,8 +20,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from helpers import kvasir
-from helpers.kvasir import ALL_CLASSES, HEALTHY_CLASSES, POLYP_CLASS
+from helpers import download, extract, kvasir
+from helpers.classes import ALL_CLASSES, HEALTHY_CLASSES, POLYP_CLASS
 
 EXTRA_CLASS = "esophagitis"
 
@@ -139,7 +138,7 @@ def make_handler(state: ServerState):
 def server(monkeypatch):
     """A ThreadingHTTPServer on 127.0.0.1 (port 0) in a thread; shut down after the test."""
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    monkeypatch.setattr(kvasir, "RETRY_DELAY_S", 0.0)
+    monkeypatch.setattr(download, "RETRY_DELAY_S", 0.0)
     state = ServerState()
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(state))
     state.base = f"http://127.0.0.1:{httpd.server_address[1]}"
@@ -156,7 +155,7 @@ def server(monkeypatch):
 @pytest.fixture
 def payload() -> bytes:
     """Random bytes to serve (a few chunks long)."""
-    return os.urandom(kvasir.CHUNK_BYTES * 2 + 12345)
+    return os.urandom(download.CHUNK_BYTES * 2 + 12345)
 
 
 # --- list_images / find_class_dirs / detect_version -------------------------------------------
@@ -242,7 +241,7 @@ def test_detect_version_by_name_and_counts(tmp_path, jpeg):
 def test_download_full_and_lock_created(tmp_path, server, payload):
     server.files["data.zip"] = payload
     lock = tmp_path / "lock.json"
-    dest = kvasir.download(
+    dest = download.download(
         server.url("data.zip"), tmp_path / "dl" / "data.zip", lock_file=lock, progress=False
     )
     assert dest.read_bytes() == payload
@@ -267,7 +266,7 @@ def test_download_resumes_partial_part(tmp_path, server, payload):
     dest, url = tmp_path / "data.zip", server.url("data.zip")
     k = len(payload) // 3
     write_part(dest, payload[:k], url, server.etag("data.zip"))
-    kvasir.download(url, dest, lock_file=tmp_path / "lock.json", progress=False)
+    download.download(url, dest, lock_file=tmp_path / "lock.json", progress=False)
     assert server.ranges() == [f"bytes={k}-"]
     assert server.if_ranges == [server.etag("data.zip")]
     assert dest.read_bytes() == payload
@@ -278,12 +277,12 @@ def test_download_part_without_validator_resumes_only_when_verified(tmp_path, se
     server.files["data.zip"] = payload
     dest, url, k = tmp_path / "data.zip", server.url("data.zip"), len(payload) // 3
     write_part(dest, payload[:k])  # nothing says which version of the file it holds
-    kvasir.download(url, dest, lock_file=tmp_path / "lock.json", progress=False)
+    download.download(url, dest, lock_file=tmp_path / "lock.json", progress=False)
     assert server.ranges() == [None]  # started over
     dest.unlink()
     write_part(dest, payload[:k])
     good = hashlib.sha256(payload).hexdigest()
-    kvasir.download(url, dest, sha256=good, lock_file=tmp_path / "l2.json", progress=False)
+    download.download(url, dest, sha256=good, lock_file=tmp_path / "l2.json", progress=False)
     assert server.ranges()[-1] == f"bytes={k}-"  # the digest will catch a mixed file
     assert dest.read_bytes() == payload
 
@@ -293,7 +292,7 @@ def test_download_restarts_when_range_ignored(tmp_path, server, payload):
     server.honour_range = False
     dest, url = tmp_path / "data.zip", server.url("data.zip")
     write_part(dest, b"garbage that must not survive", url, server.etag("data.zip"))
-    kvasir.download(url, dest, lock_file=tmp_path / "lock.json", progress=False)
+    download.download(url, dest, lock_file=tmp_path / "lock.json", progress=False)
     assert server.ranges() == ["bytes=29-"]
     assert dest.read_bytes() == payload
 
@@ -301,7 +300,7 @@ def test_download_restarts_when_range_ignored(tmp_path, server, payload):
 def test_download_resumes_after_dropped_connection(tmp_path, server, payload):
     server.files["data.zip"] = payload
     server.cut_next_at = 100_000
-    dest = kvasir.download(
+    dest = download.download(
         server.url("data.zip"),
         tmp_path / "data.zip",
         lock_file=tmp_path / "lock.json",
@@ -316,7 +315,7 @@ def test_download_part_already_complete(tmp_path, server, payload):
     server.files["data.zip"] = payload
     dest, url = tmp_path / "data.zip", server.url("data.zip")
     write_part(dest, payload, url, server.etag("data.zip"))
-    kvasir.download(url, dest, lock_file=tmp_path / "lock.json", progress=False)
+    download.download(url, dest, lock_file=tmp_path / "lock.json", progress=False)
     assert server.ranges() == [f"bytes={len(payload)}-"]
     assert dest.read_bytes() == payload
 
@@ -327,7 +326,9 @@ def test_download_given_sha256_mismatch(tmp_path, server, payload):
     lock = tmp_path / "lock.json"
     wrong = hashlib.sha256(b"something else").hexdigest()
     with pytest.raises(ValueError, match="sha256 mismatch"):
-        kvasir.download(server.url("data.zip"), dest, sha256=wrong, lock_file=lock, progress=False)
+        download.download(
+            server.url("data.zip"), dest, sha256=wrong, lock_file=lock, progress=False
+        )
     assert not dest.exists()
     assert not dest.with_name("data.zip.part").exists()
     assert not lock.exists()
@@ -337,27 +338,27 @@ def test_download_given_sha256_match(tmp_path, server, payload):
     server.files["data.zip"] = payload
     lock = tmp_path / "lock.json"
     good = hashlib.sha256(payload).hexdigest().upper()
-    dest = kvasir.download(
+    dest = download.download(
         server.url("data.zip"), tmp_path / "data.zip", sha256=good, lock_file=lock, progress=False
     )
     assert dest.read_bytes() == payload
     assert not lock.exists()
     with pytest.raises(ValueError, match="sha256="):
-        kvasir.download(server.url("data.zip"), tmp_path / "x.zip", sha256="abc", progress=False)
+        download.download(server.url("data.zip"), tmp_path / "x.zip", sha256="abc", progress=False)
 
 
 def test_lock_verifies_later_uses(tmp_path, server, payload):
     server.files["data.zip"] = payload
     url, dest, lock = server.url("data.zip"), tmp_path / "data.zip", tmp_path / "lock.json"
-    kvasir.download(url, dest, lock_file=lock, progress=False)
+    download.download(url, dest, lock_file=lock, progress=False)
     pinned = lock.read_text()
-    assert kvasir.download(url, dest, lock_file=lock, progress=False) == dest
+    assert download.download(url, dest, lock_file=lock, progress=False) == dest
     assert len(server.requests) == 1  # existing, verified file: no second request
     tampered = bytearray(payload)
     tampered[1000] ^= 0xFF
     dest.write_bytes(bytes(tampered))
     with pytest.raises(ValueError, match="sha256 mismatch"):
-        kvasir.download(url, dest, lock_file=lock, progress=False)
+        download.download(url, dest, lock_file=lock, progress=False)
     assert not dest.exists()
     assert lock.read_text() == pinned
 
@@ -365,11 +366,11 @@ def test_lock_verifies_later_uses(tmp_path, server, payload):
 def test_lock_rejects_changed_server_file(tmp_path, server, payload):
     server.files["data.zip"] = payload
     url, dest, lock = server.url("data.zip"), tmp_path / "data.zip", tmp_path / "lock.json"
-    kvasir.download(url, dest, lock_file=lock, progress=False)
+    download.download(url, dest, lock_file=lock, progress=False)
     dest.unlink()
     server.files["data.zip"] = payload[::-1]
     with pytest.raises(ValueError, match=re.escape(str(lock))):
-        kvasir.download(url, dest, lock_file=lock, progress=False)
+        download.download(url, dest, lock_file=lock, progress=False)
     assert not dest.exists()
 
 
@@ -377,7 +378,7 @@ def test_lock_default_location_and_existing_file_pinned(isolated_dirs, server, p
     server.files["data.zip"] = payload
     dest = isolated_dirs / "placed.zip"
     dest.write_bytes(payload)
-    kvasir.download(server.url("data.zip"), dest, progress=False)
+    download.download(server.url("data.zip"), dest, progress=False)
     assert server.requests == []
     lock = isolated_dirs / "data" / "kvasir.lock.json"
     entry = json.loads(lock.read_text())["downloads"][server.url("data.zip")]
@@ -386,7 +387,7 @@ def test_lock_default_location_and_existing_file_pinned(isolated_dirs, server, p
 
 def test_download_http_error_names_url(tmp_path, server):
     with pytest.raises(OSError, match="missing.zip.*404"):
-        kvasir.download(
+        download.download(
             server.url("missing.zip"),
             tmp_path / "m.zip",
             lock_file=tmp_path / "l.json",
@@ -399,16 +400,16 @@ def test_download_http_error_names_url(tmp_path, server):
 
 
 def test_safe_extract_and_skip_when_done(tmp_path, v1_zip, monkeypatch):
-    dest = kvasir.safe_extract(v1_zip, tmp_path / "out", progress=False)
+    dest = extract.safe_extract(v1_zip, tmp_path / "out", progress=False)
     assert (dest / "kvasir-dataset" / POLYP_CLASS / f"{POLYP_CLASS}_0002.jpg").is_file()
-    assert kvasir.extraction_complete(dest)
+    assert extract.extraction_complete(dest)
     assert not list(tmp_path.glob(".out.partial-*"))
 
     def boom(*args, **kwargs):
         raise AssertionError("archive reopened although the extraction is complete")
 
     monkeypatch.setattr(zipfile, "ZipFile", boom)
-    assert kvasir.safe_extract(v1_zip, dest, progress=False) == dest
+    assert extract.safe_extract(v1_zip, dest, progress=False) == dest
 
 
 def _evil_zip(path: Path, kind: str) -> Path:
@@ -436,12 +437,12 @@ def test_safe_extract_refuses_unsafe_members(tmp_path, kind):
     )
     before = sorted(tmp_path.parent.rglob("*"))
     with pytest.raises(ValueError, match=re.escape(repr(member))):
-        kvasir.safe_extract(archive, tmp_path / "box" / "out", progress=False)
+        extract.safe_extract(archive, tmp_path / "box" / "out", progress=False)
     assert sorted(tmp_path.parent.rglob("*")) == before  # nothing written anywhere
 
 
 def test_interrupted_extraction_leaves_no_marker(tmp_path, v1_zip, monkeypatch):
-    real = kvasir._extract_member
+    real = extract._extract_member
     calls = {"n": 0}
 
     def flaky(*args):
@@ -450,14 +451,14 @@ def test_interrupted_extraction_leaves_no_marker(tmp_path, v1_zip, monkeypatch):
             raise OSError("disk went away")
         return real(*args)
 
-    monkeypatch.setattr(kvasir, "_extract_member", flaky)
+    monkeypatch.setattr(extract, "_extract_member", flaky)
     dest = tmp_path / "out"
     with pytest.raises(OSError, match="disk went away"):
-        kvasir.safe_extract(v1_zip, dest, progress=False)
-    assert not dest.exists() and not kvasir.extraction_complete(dest)
+        extract.safe_extract(v1_zip, dest, progress=False)
+    assert not dest.exists() and not extract.extraction_complete(dest)
     assert not list(tmp_path.glob(".out.partial-*"))
-    monkeypatch.setattr(kvasir, "_extract_member", real)
-    assert kvasir.extraction_complete(kvasir.safe_extract(v1_zip, dest, progress=False))
+    monkeypatch.setattr(extract, "_extract_member", real)
+    assert extract.extraction_complete(extract.safe_extract(v1_zip, dest, progress=False))
 
 
 def test_killed_extraction_leaves_no_tree_then_recovers(tmp_path, v1_zip):
@@ -465,15 +466,15 @@ def test_killed_extraction_leaves_no_tree_then_recovers(tmp_path, v1_zip):
     dest = area / "out"
     script = (
         "import sys, time\n"
-        "from helpers import kvasir\n"
-        "real = kvasir._extract_member\n"
+        "from helpers import extract\n"
+        "real = extract._extract_member\n"
         "def slow(zf, info, into):\n"
         "    n = real(zf, info, into)\n"
         "    if info.filename.endswith('polyps_0000.jpg'):\n"
         "        print('member', flush=True); time.sleep(30)\n"
         "    return n\n"
-        "kvasir._extract_member = slow\n"
-        f"kvasir.safe_extract({str(v1_zip)!r}, {str(dest)!r}, progress=False)\n"
+        "extract._extract_member = slow\n"
+        f"extract.safe_extract({str(v1_zip)!r}, {str(dest)!r}, progress=False)\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
@@ -484,24 +485,24 @@ def test_killed_extraction_leaves_no_tree_then_recovers(tmp_path, v1_zip):
     partials = list(area.glob(".out.partial-*"))
     assert len(partials) == 1 and not dest.exists()
     assert kvasir.find_class_dirs(partials[0])  # the half tree would pass for a dataset...
-    assert not kvasir.extraction_complete(partials[0])  # ...but it carries no marker
+    assert not extract.extraction_complete(partials[0])  # ...but it carries no marker
     with pytest.raises(FileNotFoundError):
         kvasir.find_class_dirs(area)  # the half tree is hidden from discovery
-    kvasir.safe_extract(v1_zip, dest, progress=False)
-    assert kvasir.extraction_complete(dest) and not partials[0].exists()
+    extract.safe_extract(v1_zip, dest, progress=False)
+    assert extract.extraction_complete(dest) and not partials[0].exists()
 
 
 def test_safe_extract_bad_inputs(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.zip"):
-        kvasir.safe_extract(tmp_path / "nope.zip", tmp_path / "out", progress=False)
+        extract.safe_extract(tmp_path / "nope.zip", tmp_path / "out", progress=False)
     fake = tmp_path / "fake.zip"
     fake.write_bytes(b"not a zip at all")
     with pytest.raises(ValueError, match="fake.zip"):
-        kvasir.safe_extract(fake, tmp_path / "out", progress=False)
+        extract.safe_extract(fake, tmp_path / "out", progress=False)
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "mine.txt").write_text("user data")
     with pytest.raises(FileExistsError, match="busy"):
-        kvasir.safe_extract(fake, tmp_path / "busy", progress=False)
+        extract.safe_extract(fake, tmp_path / "busy", progress=False)
 
 
 # --- resolve_dataset ----------------------------------------------------------------------------
@@ -576,9 +577,7 @@ def test_resolve_synthetic_uses_ensure_synthetic(isolated_dirs, jpeg, monkeypatc
         (root / "SYNTHETIC.json").write_text("{}")
         return root
 
-    monkeypatch.setitem(
-        sys.modules, "helpers.synthetic", types.SimpleNamespace(ensure_synthetic=fake_ensure)
-    )
+    monkeypatch.setattr(kvasir, "ensure_synthetic", fake_ensure)
     source = kvasir.resolve_dataset("", n_per_class=3, seed=7, progress=False)
     assert calls == [(3, 7, False)]
     assert source.kind == "synthetic"
@@ -668,11 +667,11 @@ def test_trust_truncated_download_without_length_is_not_pinned(tmp_path, server,
     server.cut_next_at = len(payload) // 2
     url, dest, lock = server.url("data.zip"), tmp_path / "data.zip", tmp_path / "lock.json"
     with pytest.raises(ValueError, match="NOT pinned") as err:
-        kvasir.download(url, dest, lock_file=lock, progress=False)
+        download.download(url, dest, lock_file=lock, progress=False)
     assert "Content-Length" in str(err.value) and "sha256" in str(err.value)
     assert not lock.exists() and not dest.exists()
     server.send_length = True  # the server now says how big the file is: resume and pin
-    kvasir.download(url, dest, lock_file=lock, progress=False)
+    download.download(url, dest, lock_file=lock, progress=False)
     assert dest.read_bytes() == payload
     entry = json.loads(lock.read_text())["downloads"][url]
     assert entry["sha256"] == hashlib.sha256(payload).hexdigest()
@@ -686,7 +685,7 @@ def test_trust_resume_restarts_when_the_server_file_changed(tmp_path, server, pa
     write_part(dest, old[:k], url, server.etag("data.zip"))
     old_etag = server.etag("data.zip")
     server.files["data.zip"] = new
-    kvasir.download(url, dest, lock_file=tmp_path / "lock.json", progress=False)
+    download.download(url, dest, lock_file=tmp_path / "lock.json", progress=False)
     assert server.ranges() == [f"bytes={k}-"] and server.if_ranges == [old_etag]
     assert dest.read_bytes() == new  # not old[:k] + new[k:]
 

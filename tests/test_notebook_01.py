@@ -11,7 +11,7 @@ from conftest import TINY_PARAMS, run_notebook
 from PIL import Image
 
 from helpers import paths
-from helpers.preprocess import load_images, load_manifest
+from helpers.processed import load_images, load_manifest
 
 NAME = "01_preprocessing"
 
@@ -47,7 +47,7 @@ def test_notebook_shape():
         "## 1. Introduction",
         "## 2. Data preprocessing",
         "**Figure 1:** A few sample images before and after preprocessing.",
-        "**Figure 1b:**",  # produced by code, only where real Kvasir frames are at hand
+        "figure_1b_caption(",  # Figure 1b's caption, by code, only where real Kvasir is at hand
     ]
     assert [text.index(s) for s in order] == sorted(text.index(s) for s in order)
     assert "fig01_preprocessing.png" in text

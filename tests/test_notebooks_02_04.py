@@ -13,7 +13,6 @@ from conftest import TINY_PARAMS, run_notebook
 from helpers import paths
 from helpers.model import EndoVAE, count_parameters
 from helpers.paths import RunPaths
-from helpers.report import output_texts
 
 TRAIN = {"03_train_mse": "mse", "04_train_bce": "bce"}
 HEADINGS = {
@@ -34,6 +33,16 @@ CAPTIONS = {
     "04_train_bce": "**Figure 4:** Changes in the loss of the model trained with BCE "
     "reconstruction loss",
 }
+
+
+def output_texts(nb) -> str:
+    """The markdown and plain-text outputs of a notebook, joined."""
+    texts = []
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            texts.append(str(data.get("text/markdown", "")) + str(output.get("text", "")))
+    return "\n".join(texts)
 
 
 def source(name: str):

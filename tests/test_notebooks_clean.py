@@ -26,6 +26,7 @@ def tracked_notebooks() -> list[str]:
 
 
 NOTEBOOKS = tracked_notebooks()
+WORK_LINES = 50  # code lines after the parameters cell: narrative, a call, a figure
 
 
 def _read(name: str):
@@ -86,3 +87,33 @@ def test_house_shape(name):
     assert {"run_dir", "seed"} <= set(names), f"{name}: run_dir and seed are required"
     inspected = papermill.inspect_notebook(str(paths.PROJECT_ROOT / name))
     assert list(inspected) == names, f"{name}: papermill must see every parameter"
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_thin_notebook_defines_no_function(name):
+    """Notebooks are narrative and calls: no def/class; the work after the parameters is short."""
+    import ast
+
+    cells = _read(name).cells
+    first = next(i for i, c in enumerate(cells) if "parameters" in c.metadata.get("tags", []))
+    code = "\n".join(
+        line
+        for cell in cells[2:]
+        if cell.cell_type == "code"
+        for line in cell.source.splitlines()
+        if not line.lstrip().startswith("%")
+    )
+    defined = [
+        node.name
+        for node in ast.walk(ast.parse(code))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+    ]
+    assert not defined, f"{name} defines {defined}: move them into helpers"
+    work = [
+        line
+        for cell in cells[first + 1 :]
+        if cell.cell_type == "code"
+        for line in cell.source.splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    assert len(work) <= WORK_LINES, f"{name}: {len(work)} code lines after the parameters cell"

@@ -19,7 +19,9 @@ from PIL import Image, ImageFile
 from test_data_trust import _alive, _children, _wait_for
 
 from helpers import preprocess as pp
-from helpers.kvasir import ALL_CLASSES, HEALTHY_CLASSES
+from helpers import preprocess_figures, processed
+from helpers.classes import ALL_CLASSES, GROUPS, HEALTHY_CLASSES
+from helpers.images import FLIPS
 
 LANCZOS = Image.Resampling.LANCZOS
 
@@ -82,9 +84,9 @@ def tree(tmp_path) -> dict[str, Path]:
 def test_outputs_counts_manifest_and_cache(tree, tmp_path):
     out = tmp_path / "out"
     report = run(tree, out)
-    manifest = pp.load_manifest(out)
-    assert list(manifest.columns) == list(pp.MANIFEST_COLUMNS)
-    normal, polyps = pp.load_images(out, "normal"), pp.load_images(out, "polyps")
+    manifest = processed.load_manifest(out)
+    assert list(manifest.columns) == list(processed.MANIFEST_COLUMNS)
+    normal, polyps = processed.load_images(out, "normal"), processed.load_images(out, "polyps")
     assert normal.shape == (3 * 3 * 4, 96, 96, 3) and normal.dtype == np.uint8
     assert polyps.shape == (2, 96, 96, 3) and polyps.dtype == np.uint8
     assert report.rebuilt and report.counts["images"] == {
@@ -95,7 +97,7 @@ def test_outputs_counts_manifest_and_cache(tree, tmp_path):
     }
     per_source = manifest.groupby("source_id")["flip"].apply(set)
     for source_id, flips in per_source.items():
-        expected = {"none"} if source_id.startswith("polyps/") else set(pp.FLIPS)
+        expected = {"none"} if source_id.startswith("polyps/") else set(FLIPS)
         assert flips == expected, source_id
     assert manifest["crop_scale"].between(0.9, 1.0).all()
     assert manifest["crop_scale"].nunique() == len(manifest)  # one draw per output
@@ -111,15 +113,15 @@ def test_outputs_counts_manifest_and_cache(tree, tmp_path):
 
 def test_polyp_flips_option_gives_four_variants(tree, tmp_path):
     run(tree, tmp_path / "out", polyp_flips=True)
-    manifest = pp.load_manifest(tmp_path / "out")
+    manifest = processed.load_manifest(tmp_path / "out")
     polyps = manifest[manifest["group"] == "polyps"]
-    assert len(polyps) == 8 and set(polyps["flip"]) == set(pp.FLIPS)
+    assert len(polyps) == 8 and set(polyps["flip"]) == set(FLIPS)
 
 
 def test_flips_are_exact_numpy_flips(tree, tmp_path):
     out = tmp_path / "out"
     run(tree, out, crop_min=1.0, crop_max=1.0)
-    manifest = pp.load_manifest(out)
+    manifest = processed.load_manifest(out)
     for source_id in ("normal-cecum/0000", "normal-z-line/0002"):
         v = variants(out, manifest, source_id)
         assert not np.array_equal(v["none"], v["h"])  # the frame is asymmetric
@@ -132,7 +134,7 @@ def test_flips_are_exact_numpy_flips(tree, tmp_path):
 def test_each_variant_matches_pil_crop_with_recorded_scale(tree, tmp_path):
     out = tmp_path / "out"
     run(tree, out)
-    manifest = pp.load_manifest(out)
+    manifest = processed.load_manifest(out)
     for row in manifest[manifest["source_id"] == "normal-pylorus/0001"].itertuples():
         with Image.open(row.source_file) as src:
             w, h = src.size
@@ -146,7 +148,7 @@ def test_each_variant_matches_pil_crop_with_recorded_scale(tree, tmp_path):
 def test_scale_one_equals_plain_resize(tree, tmp_path):
     out = tmp_path / "out"
     run(tree, out, crop_min=1.0, crop_max=1.0)
-    manifest = pp.load_manifest(out)
+    manifest = processed.load_manifest(out)
     row = manifest[(manifest["source_id"] == "polyps/0001")].iloc[0]
     assert row["crop_scale"] == 1.0
     with Image.open(row["source_file"]) as src:
@@ -165,7 +167,7 @@ def test_crop_is_centred_and_keeps_recorded_fraction(tmp_path):
             Image.fromarray(coords).save(f)
     out = tmp_path / "out"
     run(dirs, out, crop_min=0.9, crop_max=1.0)
-    manifest = pp.load_manifest(out)
+    manifest = processed.load_manifest(out)
     rows = manifest[manifest["flip"] == "none"]
     assert rows["crop_scale"].min() < 0.99  # the scales really vary
     for row in rows.itertuples():
@@ -182,7 +184,7 @@ def test_large_jpeg_is_decoded_reduced_but_close_to_full_decode(tmp_path):
     dirs = make_tree(tmp_path / "raw", n_healthy=1, n_polyps=1, size=(720, 576), ext="jpg")
     out = tmp_path / "out"
     run(dirs, out, crop_min=1.0, crop_max=1.0)
-    manifest = pp.load_manifest(out)
+    manifest = processed.load_manifest(out)
     row = manifest[manifest["flip"] == "none"].iloc[0]
     with Image.open(row["source_file"]) as src:
         full = np.asarray(src.convert("RGB").resize((96, 96), LANCZOS)).astype(int)
@@ -197,7 +199,7 @@ def test_split_by_source_seeded_and_disjoint(tmp_path):
     dirs = make_tree(tmp_path / "raw", n_healthy=10, n_polyps=2, size=(100, 100))
     a = run(dirs, tmp_path / "a", healthy_test_fraction=0.3)
     run(dirs, tmp_path / "b", healthy_test_fraction=0.3, seed=1)
-    ma, mb = pp.load_manifest(tmp_path / "a"), pp.load_manifest(tmp_path / "b")
+    ma, mb = processed.load_manifest(tmp_path / "a"), processed.load_manifest(tmp_path / "b")
     healthy = ma[ma["group"] == "normal"]
     train = set(healthy.loc[healthy.split == "train", "source_id"])
     test = set(healthy.loc[healthy.split == "test", "source_id"])
@@ -209,15 +211,15 @@ def test_split_by_source_seeded_and_disjoint(tmp_path):
     assert a.counts["splits"] == {"normal/train": 84, "normal/test": 36, "polyps/test": 2}
     test_b = set(mb.loc[(mb.group == "normal") & (mb.split == "test"), "source_id"])
     assert test_b != test  # the seed decides the held-out sources
-    images, rows = pp.load_split(tmp_path / "a", "normal", "test")
+    images, rows = processed.load_split(tmp_path / "a", "normal", "test")
     assert len(images) == len(rows) == 36 and set(rows["split"]) == {"test"}
     assert np.array_equal(images[0], read_png(tmp_path / "a" / rows["file"][0]))
 
 
 def test_zero_test_fraction_keeps_all_healthy_for_training(tree, tmp_path):
     run(tree, tmp_path / "out", healthy_test_fraction=0.0)
-    assert len(pp.load_images(tmp_path / "out", "normal", "test")) == 0
-    assert len(pp.load_images(tmp_path / "out", "normal", "train")) == 36
+    assert len(processed.load_images(tmp_path / "out", "normal", "test")) == 0
+    assert len(processed.load_images(tmp_path / "out", "normal", "train")) == 36
 
 
 def test_same_result_with_one_or_two_workers(tmp_path):
@@ -225,11 +227,12 @@ def test_same_result_with_one_or_two_workers(tmp_path):
     run(dirs, tmp_path / "one", workers=1)
     run(dirs, tmp_path / "two", workers=2)
     pd.testing.assert_frame_equal(
-        pp.load_manifest(tmp_path / "one"), pp.load_manifest(tmp_path / "two")
+        processed.load_manifest(tmp_path / "one"), processed.load_manifest(tmp_path / "two")
     )
-    for group in pp.GROUPS:
+    for group in GROUPS:
         assert np.array_equal(
-            pp.load_images(tmp_path / "one", group), pp.load_images(tmp_path / "two", group)
+            processed.load_images(tmp_path / "one", group),
+            processed.load_images(tmp_path / "two", group),
         )
 
 
@@ -247,12 +250,12 @@ def test_rerun_does_nothing_and_changes_rebuild(tree, tmp_path):
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == mtimes
     # a changed input frame rebuilds, and its outputs change
     target = tree["normal-cecum"] / "0000.png"
-    old = variants(out, pp.load_manifest(out), "normal-cecum/0000")["none"]
+    old = variants(out, processed.load_manifest(out), "normal-cecum/0000")["none"]
     Image.fromarray(frame(160, 128, seed=999)).save(target)
     changed = run(tree, out)
     assert changed.rebuilt
     assert not np.array_equal(
-        old, variants(out, pp.load_manifest(out), "normal-cecum/0000")["none"]
+        old, variants(out, processed.load_manifest(out), "normal-cecum/0000")["none"]
     )
     # changed parameters rebuild too
     assert run(tree, out, seed=5).rebuilt
@@ -261,7 +264,7 @@ def test_rerun_does_nothing_and_changes_rebuild(tree, tmp_path):
     target.unlink()
     assert run(tree, out, seed=5).rebuilt
     assert not list((out / "normal").glob("normal-cecum_0000_*.png"))
-    assert len(pp.load_images(out, "normal")) == 32
+    assert len(processed.load_images(out, "normal")) == 32
 
 
 def test_missing_png_triggers_rebuild(tree, tmp_path):
@@ -275,45 +278,45 @@ def test_missing_png_triggers_rebuild(tree, tmp_path):
 def test_stale_cache_is_rebuilt_from_pngs(tree, tmp_path):
     out = tmp_path / "out"
     run(tree, out)
-    good = pp.load_images(out, "normal").copy()
+    good = processed.load_images(out, "normal").copy()
     np.save(out / "normal.npy", np.zeros_like(good))  # same shape, wrong content
-    assert np.array_equal(pp.load_images(out, "normal"), good)
+    assert np.array_equal(processed.load_images(out, "normal"), good)
     assert np.array_equal(np.load(out / "normal.npy"), good)  # the cache was rewritten
     (out / "polyps.npy").unlink()
-    assert pp.load_images(out, "polyps").shape == (2, 96, 96, 3)
+    assert processed.load_images(out, "polyps").shape == (2, 96, 96, 3)
     np.save(out / "normal.npy", good[:-1])  # wrong count
-    assert len(pp.load_images(out, "normal")) == 36
+    assert len(processed.load_images(out, "normal")) == 36
 
 
 def test_loaders_name_the_notebook_when_data_is_missing(tmp_path):
     with pytest.raises(FileNotFoundError, match="run notebooks/01_preprocessing.ipynb first"):
-        pp.load_images(tmp_path / "nothing", "normal")
+        processed.load_images(tmp_path / "nothing", "normal")
     with pytest.raises(ValueError, match="group='healthy'"):
-        pp.load_images(tmp_path, "healthy")
+        processed.load_images(tmp_path, "healthy")
     with pytest.raises(ValueError, match="split='val'"):
-        pp.load_split(tmp_path, "normal", "val")
+        processed.load_split(tmp_path, "normal", "val")
 
 
 def test_manifest_without_stamp_is_not_trusted(tree, tmp_path):
     out = tmp_path / "out"
     run(tree, out)
-    (out / pp.STAMP_NAME).unlink()
+    (out / processed.STAMP_NAME).unlink()
     with pytest.raises(FileNotFoundError, match="01_preprocessing"):
-        pp.load_manifest(out)
+        processed.load_manifest(out)
     assert run(tree, out).rebuilt
 
 
 def test_to_tensor():
     images = np.zeros((2, 4, 5, 3), np.uint8)
     images[1, 2, 3] = (255, 51, 0)
-    t = pp.to_tensor(images)
+    t = processed.to_tensor(images)
     assert t.dtype == torch.float32 and t.shape == (2, 3, 4, 5) and t.is_contiguous()
     assert t[1, :, 2, 3].tolist() == pytest.approx([1.0, 0.2, 0.0])
     assert t.sum().item() == pytest.approx(1.2)
     with pytest.raises(ValueError, match="images_uint8"):
-        pp.to_tensor(images.astype(np.float32))
+        processed.to_tensor(images.astype(np.float32))
     with pytest.raises(ValueError, match="images_uint8"):
-        pp.to_tensor(images[0])
+        processed.to_tensor(images[0])
 
 
 # --- parameters and folders ----------------------------------------------------------------------
@@ -421,10 +424,10 @@ def test_bad_files_are_skipped_and_other_modes_converted(tree, tmp_path):
     on_disk = pd.read_csv(out / "skipped.csv")
     assert sorted(Path(f).name for f in on_disk["file"]) == sorted(bad)
     assert all(Path(f).is_absolute() for f in on_disk["file"])
-    manifest = pp.load_manifest(out)
+    manifest = processed.load_manifest(out)
     for stem, rgb in colours.items():
         v = variants(out, manifest, f"normal-z-line/{stem}")
-        assert set(v) == set(pp.FLIPS), stem
+        assert set(v) == set(FLIPS), stem
         for image in v.values():
             assert image.shape == (96, 96, 3)
             assert np.abs(image.astype(int) - rgb).max() == 0, (stem, image[40, 40])
@@ -477,21 +480,23 @@ def test_sigkill_mid_run_then_rerun_equals_clean_run(tmp_path):
     workers = _children(proc.pid) if sys.platform.startswith("linux") else []
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert not (killed / pp.STAMP_NAME).exists() and not (killed / "manifest.csv").exists()
+    assert not (killed / processed.STAMP_NAME).exists() and not (killed / "manifest.csv").exists()
     with pytest.raises(FileNotFoundError):
-        pp.load_images(killed, "normal")
+        processed.load_images(killed, "normal")
     assert _wait_for(lambda: not any(_alive(w) for w in workers), timeout=5.0), (
         f"pool workers {workers} outlived their killed parent"
     )
     rerun = run(dirs, killed, workers=2)
     run(dirs, clean, workers=2)
     assert rerun.rebuilt
-    pd.testing.assert_frame_equal(pp.load_manifest(killed), pp.load_manifest(clean))
-    for group in pp.GROUPS:
-        assert np.array_equal(pp.load_images(killed, group), pp.load_images(clean, group))
+    pd.testing.assert_frame_equal(processed.load_manifest(killed), processed.load_manifest(clean))
+    for group in GROUPS:
+        assert np.array_equal(
+            processed.load_images(killed, group), processed.load_images(clean, group)
+        )
         assert sorted(os.listdir(killed / group)) == sorted(os.listdir(clean / group))
     assert (killed / "skipped.csv").read_bytes() == (clean / "skipped.csv").read_bytes()
-    assert len(pp.load_manifest(clean)) == 3 * 40 * 4 + 20
+    assert len(processed.load_manifest(clean)) == 3 * 40 * 4 + 20
 
 
 # --- real Kvasir frames --------------------------------------------------------------------------
@@ -503,7 +508,7 @@ def test_real_kvasir_polyps_through_the_pipeline(kvasir_sample, tmp_path):
     dirs["polyps"] = kvasir_sample
     out = tmp_path / "out"
     report = run(dirs, out, workers=2)
-    polyps, rows = pp.load_split(out, "polyps")
+    polyps, rows = processed.load_split(out, "polyps")
     assert report.skipped == []
     assert polyps.shape == (len(raw), 96, 96, 3) and polyps.dtype == np.uint8
     assert set(rows["flip"]) == {"none"} and set(rows["split"]) == {"test"}
@@ -520,13 +525,15 @@ def test_figures_are_written(tree, tmp_path):
 
     out = tmp_path / "out"
     run(tree, out)
-    fig = pp.plot_before_after(out, path=tmp_path / "fig1.png")
+    fig = preprocess_figures.plot_before_after(out, path=tmp_path / "fig1.png")
     assert len(fig.axes) == 3 * 5  # one row per healthy class: raw frame + 4 variants
     assert [ax.get_ylabel() for ax in fig.axes[::5]] == list(HEALTHY_CLASSES)
     with Image.open(tmp_path / "fig1.png") as image:
         assert image.format == "PNG" and image.width > 1000
     plt.close(fig)
-    fig = pp.plot_sources_vs_real(tree["polyps"], tmp_path / "absent", n=4, path=tmp_path / "b.png")
+    fig = preprocess_figures.plot_sources_vs_real(
+        tree["polyps"], tmp_path / "absent", n=4, path=tmp_path / "b.png"
+    )
     assert sum(bool(ax.images) for ax in fig.axes) == 2  # the two polyp frames, no real ones
     assert any("no real Kvasir frames given" in t.get_text() for t in fig.texts)
     plt.close(fig)

@@ -15,6 +15,9 @@ import pytest
 from PIL import Image
 
 from helpers import report
+from helpers.export import fit_table, visible_glyphs
+from helpers.narrative.summary import format_metric
+from helpers.results import read_results, write_results
 
 GREEK = "β-VAE with μ and σ, KL ≥ 0"
 SECRET = "SECRET_CODE_INPUT_42"
@@ -84,27 +87,28 @@ def _executed(name: str, data_dir: str, section: str, figure: int):
     return nb
 
 
-def _metrics(rng) -> pd.DataFrame:
-    """A Table-1-like metrics table with random numbers."""
-    return pd.DataFrame(
-        {
-            "Metric": ["PSNR", "SSIM"],
-            "Mean": [rng.uniform(10, 30), rng.uniform(0.2, 0.9)],
-            "Standard Deviation": [rng.uniform(1, 3), rng.uniform(0.01, 0.1)],
+def _metric_results(rng) -> dict:
+    """notebook 06's results: PSNR/SSIM mean and std per model, random numbers."""
+    return {
+        model: {
+            "psnr": {"mean": rng.uniform(10, 30), "std": rng.uniform(1, 3)},
+            "ssim": {"mean": rng.uniform(0.2, 0.9), "std": rng.uniform(0.01, 0.1)},
         }
-    )
+        for model in ("mse", "bce")
+    }
 
 
 @pytest.fixture
 def fake_run(tmp_path):
-    """A run folder with two executed notebooks, metric tables, a manifest and run.json."""
-    return _make_run(tmp_path / "run", data_dir="synthetic")
+    """A run folder with two executed notebooks, their results, a source record and run.json."""
+    return _make_run(tmp_path / "run", kind="synthetic")
 
 
-def _make_run(run_dir, data_dir):
+def _make_run(run_dir, kind):
     """Write a fake run folder and return its path."""
     rng = np.random.default_rng()
     (run_dir / "executed").mkdir(parents=True)
+    data_dir = "" if kind == "synthetic" else "/data/kvasir"
     nbformat.write(
         _executed("01", data_dir, "2. Data preprocessing", 1),
         run_dir / "executed" / "01_pre.ipynb",
@@ -113,22 +117,23 @@ def _make_run(run_dir, data_dir):
         _executed("06", data_dir, "7. Quantitative evaluation", 5),
         run_dir / "executed" / "06_metrics.ipynb",
     )
-    (run_dir / "tables").mkdir()
-    for model in ("mse", "bce"):
-        _metrics(rng).to_csv(run_dir / "tables" / f"metrics_{model}.csv", index=False)
+    n_healthy, n_polyps = (int(n) for n in rng.integers(3, 20, size=2))
+    counts = {"total": n_healthy + n_polyps, "healthy": n_healthy, "polyps": n_polyps}
+    write_results(run_dir, "01", {"counts": {**counts, "held-out healthy": 1}})
+    write_results(run_dir, "06", {"models": _metric_results(rng)})
     processed = run_dir / "data" / "processed"
     processed.mkdir(parents=True)
-    n_healthy, n_polyps = (int(n) for n in rng.integers(3, 20, size=2))
-    marker = "kvasir-like" if data_dir in ("", "synthetic") else "kvasir"
-    pd.DataFrame(
-        {
-            "group": ["normal"] * n_healthy + ["polyps"] * n_polyps,
-            "source_file": [f"/data/{marker}/f{i}.jpg" for i in range(n_healthy + n_polyps)],
-            "source_id": [f"s{i}" for i in range(n_healthy + n_polyps)],
-            "split": ["test"] + ["train"] * (n_healthy - 1) + ["test"] * n_polyps,
-        }
-    ).to_csv(processed / "manifest.csv", index=False)
-    (run_dir / "run.json").write_text(json.dumps({"profile": "test", "device": "cpu: test"}))
+    record = {"kind": kind, "fingerprint": "ab" * 32, "generator_version": "1"}
+    (processed / "source.json").write_text(json.dumps(record))
+    info = {
+        "profile": "test",
+        "device": "cpu: test",
+        "parameters": {
+            "01_pre": {"run_dir": "/x", "data_dir": data_dir, "epochs": 1},
+            "06_metrics": {"run_dir": "/x", "data_dir": data_dir, "epochs": 5},
+        },
+    }
+    (run_dir / "run.json").write_text(json.dumps(info))
     return run_dir
 
 
@@ -159,10 +164,9 @@ def test_merge_drops_skip_cells_and_noise(fake_run):
 def test_title_page_reads_the_run(fake_run):
     merged = report.merge_notebooks(fake_run)
     title = merged.cells[1].source
-    manifest = pd.read_csv(fake_run / "data" / "processed" / "manifest.csv")
-    counts = manifest["group"].value_counts()
-    assert f"{len(manifest)} processed images" in title
-    assert f"{counts['normal']} healthy" in title and f"{counts['polyps']} polyps" in title
+    counts = read_results(fake_run, "01")["counts"]
+    assert f"{counts['total']} processed images" in title
+    assert f"{counts['healthy']} healthy" in title and f"{counts['polyps']} polyps" in title
     assert "1 held-out healthy" in title
     assert "| Profile | test |" in title and "cpu: test" in title
     assert "embedded Kvasir-like set" in title
@@ -170,35 +174,25 @@ def test_title_page_reads_the_run(fake_run):
     assert "epochs=5" not in title and "epochs=1" in title  # first notebook's value wins
 
 
-def test_summary_numbers_come_from_the_tables(fake_run):
+def test_summary_numbers_come_from_the_results(fake_run):
     summary = report.merge_notebooks(fake_run).cells[-1].source
-    for model in ("mse", "bce"):
-        table = pd.read_csv(fake_run / "tables" / f"metrics_{model}.csv").set_index("Metric")
-        for metric in ("PSNR", "SSIM"):
-            mean, std = table.loc[metric, "Mean"], table.loc[metric, "Standard Deviation"]
-            assert report.format_metric(metric, mean, std) in summary
+    for values in read_results(fake_run, "06")["models"].values():
+        for metric in ("psnr", "ssim"):
+            assert format_metric(metric, **values[metric]) in summary
     assert "embedded Kvasir-like set, not Kvasir" in summary
 
 
 def test_summary_on_real_data_has_no_synthetic_warning(tmp_path):
-    run_dir = _make_run(tmp_path / "run", data_dir=str(tmp_path / "kvasir"))
+    run_dir = _make_run(tmp_path / "run", kind="kvasir-v1")
     summary = report.merge_notebooks(run_dir).cells[-1].source
     assert "not Kvasir" not in summary
-    assert "images from the folder kvasir (given with --data)" in summary
+    assert "Data: Kvasir v1, sha256 abababababababab" in summary
     assert str(tmp_path) not in summary, "no absolute path of the machine in the report"
 
 
 def test_classifier_summary_and_missing_imagenet_weights(fake_run):
-    pd.DataFrame(
-        {
-            "Metric": ["Accuracy", "AUC"],
-            "Classifier for MSE VAE": [0.75, 0.8125],
-            "Classifier for BCE VAE": [0.5, 0.625],
-        }
-    ).to_csv(fake_run / "tables" / "classifier.csv", index=False)
-    pd.DataFrame({"model": ["mse"], "pretrained": [False]}).to_csv(
-        fake_run / "tables" / "classifier_setup.csv", index=False
-    )
+    models = {"mse": {"accuracy": 0.75, "auc": 0.8125}, "bce": {"accuracy": 0.5, "auc": 0.625}}
+    write_results(fake_run, "07", {"models": models, "pretrained": False})
     summary = report.merge_notebooks(fake_run).cells[-1].source
     assert "MSE VAE: accuracy 0.750, AUC 0.812" in summary
     assert "BCE VAE: accuracy 0.500, AUC 0.625" in summary
@@ -206,8 +200,8 @@ def test_classifier_summary_and_missing_imagenet_weights(fake_run):
 
 
 def test_format_metric():
-    assert report.format_metric("PSNR", 16.952047, 2.294434) == "16.95 ± 2.29"
-    assert report.format_metric("ssim", 0.470127, 0.084576) == "0.470 ± 0.085"
+    assert format_metric("PSNR", 16.952047, 2.294434) == "16.95 ± 2.29"
+    assert format_metric("ssim", 0.470127, 0.084576) == "0.470 ± 0.085"
 
 
 def test_html_hides_inputs_and_embeds_images(fake_run, tmp_path):
@@ -235,8 +229,8 @@ def test_tex_missing_still_writes_html(fake_run, tmp_path, monkeypatch, capsys):
 def test_default_run_is_published(tmp_path, monkeypatch):
     monkeypatch.setenv("ENDOVAE_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.setenv("ENDOVAE_REPORT_DIR", str(tmp_path / "build"))
-    run_dir = _make_run(tmp_path / "runs" / "test", data_dir="synthetic")
-    other = _make_run(tmp_path / "elsewhere", data_dir="synthetic")
+    run_dir = _make_run(tmp_path / "runs" / "test", kind="synthetic")
+    other = _make_run(tmp_path / "elsewhere", kind="synthetic")
     assert report.build_report(other, pdf=False).published == []
     result = report.build_report(run_dir, pdf=False)
     assert result.published == [tmp_path / "build" / f"{report.STEM}.html"]
@@ -265,12 +259,12 @@ def test_pdf_keeps_greek_letters_and_hides_code(fake_run):
 
 
 def test_ablation_paragraph_reads_notebook_08(fake_run):
-    nb = _executed("08", "synthetic", "10. Beyond the original: ablations", 10)
-    nb.metadata["papermill"]["parameters"].update({"abl_epochs": 7, "latent_dims": "6,64"})
+    nb = _executed("08", "", "10. Beyond the original: ablations", 10)
     nbformat.write(nb, fake_run / "executed" / "08_ablations.ipynb")
-    pd.DataFrame({"arm": ["latent 6"], "PSNR": [1.0]}).to_csv(
-        fake_run / "tables" / "ablation_latent.csv", index=False
-    )
+    info = json.loads((fake_run / "run.json").read_text())
+    info["parameters"]["08_ablations"] = {"abl_epochs": 7, "latent_dims": "6,64"}
+    (fake_run / "run.json").write_text(json.dumps(info))
+    write_results(fake_run, "08", {"tables": ["ablation_latent.csv"]})
     summary = report.merge_notebooks(fake_run).cells[-1].source
     assert "for 7 epochs per arm (latent sizes 6,64)" in summary
     assert "ablation_latent.csv" in summary
@@ -283,13 +277,13 @@ def test_fit_table_makes_a_shrinkable_tabular():
     from nbconvert.utils.pandoc import pandoc
 
     wide = pd.DataFrame(np.arange(40).reshape(2, 20), columns=[f"column {i}" for i in range(20)])
-    latex = report.fit_table(pandoc(wide.to_html(), "html", "latex"))
+    latex = fit_table(pandoc(wide.to_html(), "html", "latex"))
     assert "longtable" not in latex and "\\endhead" not in latex
     assert latex.count("\\begin{tabular}") == 1 and latex.count("\\bottomrule") == 1
     assert "max width=\\linewidth" in latex
     assert latex.index("column 19") < latex.index("\\midrule") < latex.index("39")
     assert latex.rstrip().endswith("\\end{adjustbox}\\end{center}")
-    assert report.fit_table("no table here") == "no table here"
+    assert fit_table("no table here") == "no table here"
 
 
 @pytest.mark.parametrize(
@@ -307,15 +301,13 @@ def test_data_source_is_named_from_what_notebook_01_checked(tmp_path, record, ex
     processed = tmp_path / "data" / "processed"
     processed.mkdir(parents=True)
     (processed / "source.json").write_text(json.dumps(record))
-    text, embedded = report.data_source(tmp_path, {})
+    text, embedded = report.data_source(tmp_path)
     assert expected in text and embedded == (record["kind"] == "synthetic")
 
 
 def test_characters_the_pdf_font_lacks_stay_visible():
-    import nbformat
-
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_markdown_cell("skipped: 息肉_01.jpg")]
-    out = report.visible_glyphs(nb)
+    out = visible_glyphs(nb)
     assert out.cells[0].source == "skipped: [U+606F][U+8089]_01.jpg"
     assert nb.cells[0].source == "skipped: 息肉_01.jpg", "the HTML keeps the original"

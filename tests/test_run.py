@@ -12,7 +12,7 @@ import nbformat
 import pytest
 import yaml
 
-from helpers import paths, run
+from helpers import params, paths, profile, run
 
 KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
 
@@ -102,12 +102,12 @@ def _digest(folder: Path) -> dict[str, str]:
     [
         (["-p", "nope", "1"], "unknown parameter 'nope'"),
         (["-p", "epochs", "abc"], "epochs='abc': expected int"),
-        (["-p", "epochs", "-3"], "epochs=-3: must be >= 1"),
-        (["-p", "epochs", "0"], "epochs=0: must be >= 1"),
-        (["-p", "n_per_class", "-1"], "n_per_class=-1: must be >= 0"),
-        (["-p", "loss", "huber"], "loss='huber': unknown loss"),
-        (["--device", "tpu"], "device='tpu': unknown device"),
-        (["--data", "/no/such/kvasir.zip"], "data_dir='/no/such/kvasir.zip': no such file"),
+        (["-p", "epochs", "-3"], "epochs=-3: expected an integer >= 1"),
+        (["-p", "epochs", "0"], "epochs=0: expected an integer >= 1"),
+        (["-p", "n_per_class", "-1"], "n_per_class=-1: expected an integer >= 1"),
+        (["-p", "loss", "huber"], "loss='huber': expected one of mse, bce"),
+        (["--device", "tpu"], "device='tpu': expected one of auto, cuda, mps, cpu"),
+        (["--data", "/no/such/kvasir.zip"], "data_dir='/no/such/kvasir.zip': expected"),
         (["--only", "09"], "--only 09: no such notebook"),
         (["--profile", "no-such-profile"], "unknown profile"),
     ],
@@ -146,17 +146,22 @@ def test_resolve_order_profile_then_notebook_then_cli(dummy):
         "parameters": {"epochs": 5, "n_per_class": 2, "seed": 3},
         "notebooks": {"02_second": {"epochs": 6, "loss": "bce"}},
     }
-    resolved = run.resolve_parameters(notebooks, profile, {"loss": "mse", "seed": 9})
-    assert resolved["01_first"] == {"n_per_class": 2, "seed": 9}
-    assert resolved["02_second"] == {"epochs": 6, "loss": "mse", "seed": 9}
+    overrides = run.override_parameters(notebooks, profile, {"loss": "mse", "seed": 9})
+    assert overrides["01_first"] == {"n_per_class": 2, "seed": 9}
+    assert overrides["02_second"] == {"epochs": 6, "loss": "mse", "seed": 9}
+    resolved = run.resolve_parameters(notebooks, overrides, Path("/runs/x"))
+    assert resolved["01_first"] == {"run_dir": "/runs/x", "seed": 9, "data_dir": "synthetic",
+                                    "n_per_class": 2}  # fmt: skip
+    assert resolved["02_second"] == {"run_dir": "/runs/x", "seed": 9, "epochs": 6, "loss": "mse",
+                                     "device": "auto", "fail": False}  # fmt: skip
 
 
 def test_parse_value_is_yaml_scalar():
-    assert run.parse_value("3") == 3
-    assert run.parse_value("1e-3") == pytest.approx(1e-3)  # YAML 1.1 alone gives a string
-    assert run.parse_value("0.001") == pytest.approx(0.001)
-    assert run.parse_value("true") is True
-    assert run.parse_value("abc") == "abc"
+    assert profile.parse_value("3") == 3
+    assert profile.parse_value("1e-3") == pytest.approx(1e-3)  # YAML 1.1 alone gives a string
+    assert profile.parse_value("0.001") == pytest.approx(0.001)
+    assert profile.parse_value("true") is True
+    assert profile.parse_value("abc") == "abc"
 
 
 def test_data_option_keywords_and_paths(tmp_path, monkeypatch):
@@ -240,8 +245,8 @@ def test_notebook_without_kernelspec_is_still_inspected(tmp_path):
     nb = nbformat.read(path, as_version=4)
     del nb.metadata["kernelspec"]
     nbformat.write(nb, path)
-    params = run.inspect_parameters(path)
-    assert params["n_per_class"]["inferred_type_name"] == "int"
+    declared = params.notebook_parameters(path)
+    assert declared["n_per_class"].kind == "int" and declared["n_per_class"].default == 4
 
 
 def test_helpers_hash_follows_code_but_not_runner_or_report(tmp_path):
@@ -261,10 +266,10 @@ def test_shipped_profiles_name_only_declared_parameters():
         pytest.skip("no notebooks yet")
     declared = {name for nb in notebooks for name in nb.params}
     names = {nb.name for nb in notebooks} | {nb.number for nb in notebooks}
-    for profile in ("quick", "paper"):
-        data = run.load_profile(profile)
-        assert set(data["parameters"]) <= declared, profile
-        assert set(data["notebooks"]) <= names, profile
+    for shipped in ("quick", "paper"):
+        data = run.load_profile(shipped)
+        assert set(data["parameters"]) <= declared, shipped
+        assert set(data["notebooks"]) <= names, shipped
 
 
 def test_paper_profile_validates_with_cpu_override(capsys):
@@ -276,13 +281,13 @@ def test_paper_profile_validates_with_cpu_override(capsys):
 
 
 def test_parameters_with_equals_in_comments_are_found(tmp_path):
-    params = 'run_dir: str = ""  # "" = runs/quick\nworkers: int = 0  # 0 = all cores\nlr = 1e-3\n'
-    path = _write_notebook(tmp_path / "01_x.ipynb", params, "pass")
-    found = run.inspect_parameters(path)
+    cell = 'run_dir: str = ""  # "" = runs/quick\nworkers: int = 0  # 0 = all cores\nlr = 1e-3\n'
+    path = _write_notebook(tmp_path / "01_x.ipynb", cell, "pass")
+    found = params.notebook_parameters(path)
     assert list(found) == ["run_dir", "workers", "lr"]
-    assert found["workers"]["inferred_type_name"] == "int"
-    assert found["workers"]["help"] == "0 = all cores"
-    assert run._declared_type(found["lr"]) == "float"
+    assert found["workers"].kind == "int"
+    assert found["workers"].help == "0 = all cores"
+    assert found["lr"].kind == "float" and found["lr"].default == 1e-3
 
 
 def test_changed_output_of_an_earlier_notebook_reruns_the_later_one(dummy, capsys):
@@ -371,3 +376,49 @@ def test_report_marks_a_notebook_whose_inputs_changed_after_it_ran(dummy):
         c.source for c in report.merge_notebooks(dummy["run_dir"]).cells if "Stale" in c.source
     ]
     assert len(stale) == 1 and "02_second" in stale[0]
+
+
+def test_run_json_records_every_resolved_value(dummy):
+    assert run.main([*dummy["args"], "--no-report", "-p", "epochs", "2"]) == 0
+    info = paths.read_run_info(dummy["run_dir"])
+    assert {"profile", "command", "started", "device", "parameters"} <= set(info)
+    assert info["profile"] == "test" and "-p epochs 2" in info["command"]
+    run_dir = str(dummy["run_dir"])
+    assert info["parameters"]["01_first"] == {"run_dir": run_dir, "seed": 1,
+                                              "data_dir": "synthetic", "n_per_class": 4}  # fmt: skip
+    assert info["parameters"]["02_second"] == {"run_dir": run_dir, "seed": 1, "epochs": 2,
+                                               "loss": "mse", "device": "cpu", "fail": False}  # fmt: skip
+    assert info["overrides"]["02_second"] == {"seed": 1, "device": "cpu", "epochs": 2}
+    assert paths.read_run_info(dummy["run_dir"] / "nowhere") == {}
+
+
+def test_every_notebook_declares_exactly_its_schema_with_valid_defaults():
+    notebooks = run.load_notebooks(paths.notebooks_dir())
+    assert {nb.name for nb in notebooks} == set(params.SCHEMAS)
+    for nb in notebooks:
+        assert tuple(nb.params) == params.SCHEMAS[nb.name], nb.name
+        for name, declared in nb.params.items():
+            rule = params.RULES[name]  # every declared name has a rule
+            assert declared.kind == rule.kind.__name__, (nb.name, name)
+            assert declared.has_default, (nb.name, name)
+            assert params.problem(name, declared.default) is None, (nb.name, name)
+
+
+def test_rules_reject_out_of_range_values_naming_the_parameter():
+    for name, bad in (("epochs", 0), ("lr", 0.0), ("healthy_test_fraction", 1.0),
+                      ("polyp_train_share", 1.5), ("loss", "huber"), ("device", "tpu"),
+                      ("latent_dims", "6,x"), ("betas", "-1"), ("batch_size", True),
+                      ("kvasir_sha256", "abc"), ("data_dir", "/no/such/folder")):  # fmt: skip
+        with pytest.raises(ValueError, match=f"^{name}="):
+            params.check(name, bad)
+    assert params.check("latent_dims", "6,32,128") == "6,32,128"
+    assert params.check("data_dir", "download:v2") == "download:v2"
+
+
+def test_quick_profile_repeats_no_notebook_default():
+    notebooks = {nb.name: nb.defaults() for nb in run.load_notebooks(paths.notebooks_dir())}
+    quick = run.load_profile("quick")
+    for name, value in quick["parameters"].items():
+        assert all(d.get(name, object()) != value for d in notebooks.values()), name
+    for nb, values in quick["notebooks"].items():
+        assert all(notebooks[nb].get(k) != v for k, v in values.items()), nb

@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from helpers import synthetic
-from helpers.kvasir import ALL_CLASSES, HEALTHY_CLASSES, POLYP_CLASS
+from helpers import frames, synthetic
+from helpers.classes import ALL_CLASSES, HEALTHY_CLASSES, POLYP_CLASS
 
 KVASIR_W = (720, 1920)
 KVASIR_H = (576, 1080)
@@ -62,9 +62,7 @@ def test_same_seed_same_bytes_other_seed_or_index_differs():
 
 def test_frame_sizes_are_kvasir_sizes_mostly_720x576():
     sizes = [
-        synthetic._frame_size(synthetic._class_rng(c, i, 0))
-        for c in ALL_CLASSES
-        for i in range(200)
+        frames._frame_size(frames._class_rng(c, i, 0)) for c in ALL_CLASSES for i in range(200)
     ]
     for w, h in sizes:
         assert KVASIR_W[0] <= w <= KVASIR_W[1] and KVASIR_H[0] <= h <= KVASIR_H[1]
@@ -73,7 +71,7 @@ def test_frame_sizes_are_kvasir_sizes_mostly_720x576():
     assert len(set(sizes)) >= 3
     # generate_frame really uses these sizes
     for i in range(4):
-        assert synthetic.generate_frame(POLYP_CLASS, i).size in synthetic.FRAME_SIZES
+        assert synthetic.generate_frame(POLYP_CLASS, i).size in frames.FRAME_SIZES
 
 
 def test_octagonal_black_border_and_lit_centre():
@@ -116,7 +114,7 @@ def test_polyps_resemble_real_kvasir_polyps(class_features, kvasir_sample):
 def test_polyps_are_visible_raised_regions_healthy_frames_have_none():
     ratios = []
     for i in range(8):
-        img, mask = synthetic._render_frame(POLYP_CLASS, i)
+        img, mask = frames._render_frame(POLYP_CLASS, i)
         assert mask.shape == (img.height, img.width)
         assert 0.003 < mask.mean() < 0.4, i
         grey = ndimage.gaussian_filter(_pixels(img).mean(axis=2), 2)
@@ -128,7 +126,7 @@ def test_polyps_are_visible_raised_regions_healthy_frames_have_none():
         ratios.append(grad[edge].mean() / grad[h // 5 : 4 * h // 5, w // 4 : 3 * w // 4].mean())
     assert min(ratios) > 1.2 and np.median(ratios) > 2.5, np.round(ratios, 2)
     for cls in HEALTHY_CLASSES:
-        assert not synthetic._render_frame(cls, 0)[1].any()
+        assert not frames._render_frame(cls, 0)[1].any()
 
 
 def test_green_box_only_on_lower_gi_frames():

@@ -1,0 +1,123 @@
+"""Running one notebook with papermill for the runner: quiet, atomic, with live progress and a
+few-line description of a failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import papermill as pm
+
+from helpers.progress import PROGRESS_ENV, format_progress, read_progress
+
+KERNEL = "python3"
+# Keep the kernel's own start-up warnings (e.g. "running over TCP without encryption") quiet.
+KERNEL_ARGS = ["--IPKernelApp.log_level=ERROR"]
+
+
+@contextlib.contextmanager
+def quiet_papermill() -> Iterator[None]:
+    """Silence papermill's "Unable to parse line" warnings (helpers.params parses the cell)."""
+    logger = logging.getLogger("papermill.translators")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def execute(source: Path, params: dict[str, Any], out: Path) -> Path:
+    """Run notebook `source` with papermill into `out` (atomic rename when done, even failed)."""
+    partial = out.with_name(f".{source.stem}.partial.ipynb")
+    try:
+        with quiet_papermill():
+            pm.execute_notebook(
+                str(source),
+                str(partial),
+                parameters=params,
+                cwd=str(source.parent),
+                kernel_name=KERNEL,
+                progress_bar=False,
+                extra_arguments=KERNEL_ARGS,
+            )
+    finally:
+        if partial.exists():
+            with open(partial, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(partial, out)
+    return out
+
+
+def describe_failure(source: Path, exc: BaseException) -> str:
+    """A few lines naming the notebook, the failing cell and the error."""
+    ename = getattr(exc, "ename", None)
+    if ename is None:
+        return f"FAILED {source.name}: {type(exc).__name__}: {exc}".rstrip()
+    cell_source = getattr(exc, "source", "") or ""
+    first = next((ln.strip() for ln in cell_source.splitlines() if ln.strip()), "(empty cell)")
+    index = _source_cell_index(source, cell_source)
+    where = f"cell {index}" if index is not None else f"executed cell {exc.cell_index}"
+    evalue = (getattr(exc, "evalue", "") or "").strip().splitlines()
+    lines = [
+        f"FAILED {source.name}, {where} (0-based; execution count {exc.exec_count}):",
+        f"    {first}",
+        f"  {ename}: {evalue[0] if evalue else ''}".rstrip(),
+    ]
+    return "\n".join(lines)
+
+
+def _source_cell_index(path: Path, source: str) -> int | None:
+    """Index of the source notebook cell with this exact source, if there is one."""
+    nb = nbformat.read(path, as_version=4)
+    return next((i for i, c in enumerate(nb.cells) if c.source == source), None)
+
+
+def _show_progress(path: Path, header: str, stop: threading.Event, printed: list[str]) -> None:
+    """Poll the status file until `stop` is set: redraw on a terminal, a line per 30 s in a log."""
+    tty, last_print = sys.stdout.isatty(), time.monotonic()
+    while not stop.wait(1.0):
+        line = format_progress(read_progress(path))
+        if line and tty:
+            print(f"\r{header} {line}"[:160].ljust(160), end="", flush=True)
+        elif line and time.monotonic() - last_print >= 30:
+            print(f"\n    {line}", end="", flush=True)
+            last_print = time.monotonic()
+            printed.append(line)
+
+
+@contextlib.contextmanager
+def live_progress(run_dir: Path, header: str) -> Iterator[None]:
+    """While the block runs, show the notebook's live status (training: epoch, losses, speed).
+
+    On a terminal the status line is redrawn in place every second; in a log (no terminal) a
+    status line is printed every 30 s.
+    """
+    path = run_dir / "executed" / ".progress.json"
+    path.unlink(missing_ok=True)
+    os.environ[PROGRESS_ENV] = str(path)
+    stop, printed = threading.Event(), []
+    thread = threading.Thread(
+        target=_show_progress, args=(path, header, stop, printed), daemon=True
+    )
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        os.environ.pop(PROGRESS_ENV, None)
+        path.unlink(missing_ok=True)
+        if sys.stdout.isatty():
+            print(f"\r{header}".ljust(160) + f"\r{header}", end="", flush=True)
+        elif printed:  # the outcome goes on a line of its own after the status lines
+            print(f"\n{header}", end="", flush=True)

@@ -1,0 +1,168 @@
+"""Prose of the report's frame: the data source on the title page and the closing summary.
+
+Every number comes from the run: the notebooks' `results/NN.json` and the resolved parameters
+in `run.json`, handed in by helpers.report; the original report's from helpers.reference.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from helpers.reference import ORIGINAL_EPOCHS, ORIGINAL_METRICS, PAPER_SYNTHETIC_AUC
+
+SUMMARY_HEADING = "## 12. Summary"
+METRICS = (("psnr", "PSNR"), ("ssim", "SSIM"))
+
+
+def describe_record(record: dict) -> str:
+    """Words for the title page and the summary from what notebook 01 checked about its data."""
+    digest = str(record.get("fingerprint", ""))[:16]
+    if record["kind"] == "synthetic":
+        version = record.get("generator_version", "?")
+        return (
+            f"the embedded Kvasir-like set (procedural frames, not real Kvasir images; generator "
+            f"version {version}, content fingerprint {digest})"
+        )
+    if record["kind"].startswith("kvasir-"):
+        name = "Kvasir " + record["kind"].split("-", 1)[1]
+        return f"{name}, sha256 {digest} ({record.get('check') or 'not verified'})"
+    return f"a folder of images (content fingerprint {digest}; not Kvasir as far as checked)"
+
+
+def format_metric(metric: str, mean: float, std: float) -> str:
+    """How the report writes a metric: PSNR in dB with 2 decimals, SSIM with 3."""
+    digits = 2 if metric.lower() == "psnr" else 3
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def summary_text(
+    source: str,
+    synthetic: bool,
+    epochs: dict[str, int],
+    results: dict[str, dict[str, Any]],
+    ablation_params: dict[str, Any],
+) -> str:
+    """The closing summary: data, training length, and each part's headline numbers."""
+    trained = ", ".join(f"{e} epoch{'s' * (e != 1)} in {n}" for n, e in epochs.items())
+    parts = [
+        SUMMARY_HEADING,
+        "",
+        f"Data: {source}."
+        + (f" Training ran for {trained}." if trained else "")
+        + f" The original report trained for {ORIGINAL_EPOCHS} epochs on real Kvasir images.",
+    ]
+    if synthetic:
+        parts.append(
+            "\n**This run used the embedded Kvasir-like set, not Kvasir.** Its numbers show that "
+            "the pipeline runs end to end; they say nothing about how EndoVAE does on real "
+            "endoscopy images. Run the paper profile on Kvasir for comparable numbers."
+        )
+    parts += ["", *metrics_paragraph(results.get("06", {}).get("models", {}))]
+    parts += ["", *classifier_paragraph(results.get("07", {}))]
+    parts += ["", *ablation_paragraph(results.get("08", {}), ablation_params)]
+    parts += ["", *synthetic_paragraph(results.get("09", {}))]
+    return "\n".join(parts).strip() + "\n"
+
+
+def metrics_paragraph(models: dict[str, dict[str, dict[str, float]]]) -> list[str]:
+    """PSNR/SSIM per model as a table beside the original report's numbers, and a comparison."""
+    if not models:
+        return ["No PSNR/SSIM results were found in this run (notebook 06 did not run)."]
+    lines = [
+        "Reconstruction quality on polyp images (mean ± standard deviation), this run next to "
+        "the original report:",
+        "",
+        "| Model | PSNR (dB) | SSIM | PSNR, original | SSIM, original |",
+        "|---|---|---|---|---|",
+    ]
+    for model, values in models.items():
+        ours = [format_metric(m, values[m]["mean"], values[m]["std"]) for m, _ in METRICS]
+        original = ORIGINAL_METRICS.get(model, {})
+        orig = [
+            format_metric(m, *original[label]) if label in original else "-" for m, label in METRICS
+        ]
+        lines.append(f"| {model.upper()} | {ours[0]} | {ours[1]} | {orig[0]} | {orig[1]} |")
+    if {"mse", "bce"} <= set(models):
+        lines += ["", comparison_sentence(models)]
+    return lines
+
+
+def comparison_sentence(models: dict[str, dict[str, dict[str, float]]]) -> str:
+    """Which model scores higher on each metric, and by how much relative to the spread."""
+    bits = []
+    for metric, unit in (("psnr", " dB"), ("ssim", "")):
+        mse, bce = models["mse"][metric], models["bce"][metric]
+        better = "MSE" if mse["mean"] > bce["mean"] else "BCE"
+        diff = abs(mse["mean"] - bce["mean"])
+        spread = max(mse["std"], bce["std"])
+        size = "smaller than" if diff < spread else "larger than"
+        digits = 2 if metric == "psnr" else 3
+        bits.append(
+            f"{better} is higher on {metric.upper()} by {diff:.{digits}f}{unit}, "
+            f"{size} one standard deviation across images ({spread:.{digits}f}{unit})"
+        )
+    return "In this run " + "; ".join(bits) + "."
+
+
+def classifier_paragraph(found: dict[str, Any]) -> list[str]:
+    """Classifier accuracy/AUC per VAE and whether ImageNet weights were used."""
+    models = found.get("models", {})
+    if not models:
+        return []
+    scores = "; ".join(
+        f"{m.upper()} VAE: accuracy {v['accuracy']:.3f}, AUC {v['auc']:.3f}"
+        for m, v in models.items()
+    )
+    lines = [f"Real-versus-reconstructed classifier (Section 9): {scores}."]
+    if found.get("pretrained") is False:
+        lines.append(
+            "The classifier had no ImageNet weights in this run (ResNet18 trained from scratch), "
+            "unlike the original report's pretrained ResNet18."
+        )
+    elif found.get("pretrained"):
+        lines.append("The classifier started from ImageNet-pretrained ResNet18 weights.")
+    return lines
+
+
+def ablation_paragraph(found: dict[str, Any], params: dict[str, Any]) -> list[str]:
+    """What Section 10 varied (notebook 08's parameters) and the tables it wrote."""
+    tables = found.get("tables", [])
+    if not tables:
+        return []
+    varied = [
+        f"{label} {params[key]}"
+        for key, label in (("latent_dims", "latent sizes"), ("betas", "β values"))
+        if key in params
+    ]
+    epochs = f" for {params['abl_epochs']} epochs per arm" if "abl_epochs" in params else ""
+    what = f" ({'; '.join(varied)})" if varied else ""
+    return [
+        f"Section 10 trained its ablation arms{epochs}{what} and wrote "
+        f"{len(tables)} tables ({', '.join(tables)}); its closing subsection states what they show."
+    ]
+
+
+def synthetic_paragraph(found: dict[str, Any]) -> list[str]:
+    """Train-on-synthetic results of Section 11 (notebook 09's Table 12), when it ran."""
+    rows = found.get("classifiers", {})
+    if not rows:
+        return []
+    listed = "; ".join(
+        f"{name}: AUC {row['auc']:.3f} (95 % CI {row['auc_low']:.3f} to {row['auc_high']:.3f})"
+        for name, row in rows.items()
+    )
+    real, synthetic = PAPER_SYNTHETIC_AUC["real only"][0], PAPER_SYNTHETIC_AUC["synthetic only"][0]
+    return [
+        "Healthy-versus-polyp classifiers tested on held-out real frames (Section 11), by "
+        f"training data: {listed}. The paper reports AUC {100 * real:.1f} % (real) and "
+        f"{100 * synthetic:.1f} % (synthetic only) on KID."
+    ]
+
+
+def stale_text(name: str) -> str:
+    """The warning for a notebook whose inputs changed after it ran."""
+    return (
+        f"> **Stale results ({name}).** Files this notebook read (an earlier notebook's model, "
+        "images or tables, or the data folder) changed after it ran, so its figures and numbers "
+        "describe the earlier inputs. Run `python -m helpers.run` again to bring them up to date."
+    )
