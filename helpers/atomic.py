@@ -60,15 +60,6 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     return atomic_write_bytes(path, buffer.getvalue())
 
 
-def atomic_save_npy(path: str | os.PathLike, array: Any) -> Path:
-    """np.save `array` to `path` atomically."""
-    import numpy as np
-
-    buffer = io.BytesIO()
-    np.save(buffer, array, allow_pickle=False)
-    return atomic_write_bytes(path, buffer.getvalue())
-
-
 def atomic_write_csv(path: str | os.PathLike, frame: Any, **kwargs: Any) -> Path:
     """Write a pandas DataFrame to CSV atomically (index off unless given)."""
     kwargs.setdefault("index", False)

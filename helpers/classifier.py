@@ -20,10 +20,14 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from sklearn.metrics import roc_auc_score, roc_curve
 from torch import nn
+from torchvision.models import resnet18
 
+from helpers.infer import model_device
 from helpers.paths import display_path
 from helpers.progress import report_progress
+from helpers.reference import ORIGINAL_TABLE3
 from helpers.runtime import Precision, PrecisionChoice, autocast, choose_precision, time_steps
 
 LABELS = ("real", "reconstructed")
@@ -95,8 +99,6 @@ def build_classifier(
     weights: str | os.PathLike = "auto", input_size: int = 0
 ) -> tuple[RealReconClassifier, str]:
     """ResNet18 classifier and a plain status line: frozen ImageNet backbone, or from scratch."""
-    from torchvision.models import resnet18
-
     path = find_weights(weights)
     backbone = resnet18(weights=None)
     if path is not None:
@@ -178,18 +180,13 @@ def pair_set(
     return x, y
 
 
-def _device_of(model: nn.Module) -> torch.device:
-    """Device of the model's first parameter."""
-    return next(model.parameters()).device
-
-
 @torch.no_grad()
 def extract_features(
     model: RealReconClassifier, x: torch.Tensor, batch_size: int = 64
 ) -> torch.Tensor:
     """Backbone features of all images, in batches (eval mode)."""
     model.eval()
-    device = _device_of(model)
+    device = model_device(model)
     out = [model.features(x[i : i + batch_size].to(device)) for i in range(0, len(x), batch_size)]
     return torch.cat(out)
 
@@ -330,7 +327,7 @@ def _train_epoch(model, step, opt, inputs, labels, batch_size, gen, epoch, prec,
 def predict_proba(model: nn.Module, x: torch.Tensor, batch_size: int = 64) -> np.ndarray:
     """Softmax probability of "reconstructed" (label 1) for each image."""
     model.eval()
-    device = _device_of(model)
+    device = model_device(model)
     probs = [
         torch.softmax(model(x[i : i + batch_size].to(device)).float(), dim=1)[:, 1].cpu()
         for i in range(0, len(x), batch_size)
@@ -340,8 +337,6 @@ def predict_proba(model: nn.Module, x: torch.Tensor, batch_size: int = 64) -> np
 
 def score_metrics(y_true: np.ndarray, prob: np.ndarray) -> dict:
     """Accuracy (argmax, i.e. prob > 0.5), ROC AUC and ROC curve from probabilities of label 1."""
-    from sklearn.metrics import roc_auc_score, roc_curve
-
     y_true, prob = np.asarray(y_true).astype(int).ravel(), np.asarray(prob, dtype=float).ravel()
     if y_true.shape != prob.shape:
         raise ValueError(f"{y_true.size} labels but {prob.size} probabilities")
@@ -363,9 +358,6 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
 
 
 # --- the bonus experiment of notebook 07 -----------------------------------------------------
-
-# The original report's Table 3 (200 + 200 training, 100 + 100 test images, frozen ImageNet backbone).
-ORIGINAL_TABLE3 = {"Accuracy": {"MSE": 0.995, "BCE": 1.0}, "AUC": {"MSE": 1.0, "BCE": 1.0}}
 
 
 def run_experiment(
@@ -427,43 +419,3 @@ def table3(results: dict[str, dict]) -> pd.DataFrame:
     for name in results:
         out[f"Original: {name} VAE"] = [ORIGINAL_TABLE3[m].get(name, np.nan) for m in out.index]
     return out
-
-
-def discussion_text(results: dict[str, dict]) -> str:
-    """Markdown on the classifiers' test results, with the original's numbers and caveats."""
-    parts = []
-    for name, res in results.items():
-        errors = round((1 - res["accuracy"]) * res["n_test"])
-        orig = ORIGINAL_TABLE3["Accuracy"].get(name), ORIGINAL_TABLE3["AUC"].get(name)
-        parts.append(
-            f"the classifier for the {name} VAE reaches accuracy {res['accuracy']:.3f} on the "
-            f"{res['n_test']} test images ({errors} errors) and ROC AUC {res['auc']:.3f} "
-            f"(original: accuracy {orig[0]}, AUC {orig[1]})"
-        )
-    text = "In this run, " + "; ".join(parts) + "."
-    n_test = min(res["n_test"] for res in results.values())
-    text += (
-        f" With {n_test} test images one error moves the accuracy by {100 / n_test:.1f} points,"
-        " so small differences between the two VAEs are not meaningful."
-    )
-    aucs = [res["auc"] for res in results.values()]
-    if min(aucs) >= 0.9:
-        text += (
-            " Both AUCs are at least 0.9: the classifiers' scores rank reconstructions above real"
-            " images, so the reconstructions carry a clear signature."
-        )
-    elif max(aucs) <= 0.6:
-        text += " Both AUCs are close to 0.5: in this run the classifiers cannot separate the two."
-    lagging = [n for n, r in results.items() if r["auc"] - r["accuracy"] >= 0.2]
-    if lagging:
-        text += (
-            f" For the {' and '.join(lagging)} VAE the accuracy lags far behind the AUC: the"
-            " scores rank the classes apart, but the fixed 0.5 probability threshold does not"
-            " split them there (the probabilities are poorly calibrated)."
-        )
-    if not all(res["pretrained"] for res in results.values()):
-        text += (
-            " The backbone was trained from scratch (no ImageNet weights available), unlike the"
-            " original's frozen pretrained ResNet18, so the numbers are not directly comparable."
-        )
-    return text

@@ -20,7 +20,6 @@ Class-wise models (the paper trains one EndoVAE per class) come from `train_clas
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import os
@@ -37,10 +36,13 @@ from PIL import Image
 
 from helpers.atomic import atomic_path, atomic_write_bytes, atomic_write_csv, atomic_write_text
 from helpers.checkpoint import read_checkpoint
+from helpers.fingerprint import file_digest
+from helpers.images import PNG_COMPRESS_LEVEL
+from helpers.infer import decode, images_to_tensor, to_uint8_nhwc
 from helpers.model import EndoVAE, EndoVAEConfig, count_parameters
-from helpers.preprocess import PNG_COMPRESS_LEVEL
 from helpers.progress import report_progress
 from helpers.runtime import get_device
+from helpers.train import RESUMABLE_CHANGES, TrainConfig, data_fingerprint, fit
 
 MANIFEST_NAME = "manifest.csv"
 STAMP_NAME = "generate.json"
@@ -57,15 +59,6 @@ class UsageError(ValueError):
 
 
 # --- models ------------------------------------------------------------------------------------
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[EndoVAE, dict]:
@@ -130,9 +123,9 @@ def model_card(
         "model": "EndoVAE (Diamantis, Gatoula and Iakovidis, IVMSP 2022)",
         "class": class_name,
         "weights_file": weights.name,
-        "weights_sha256": file_sha256(weights),
+        "weights_sha256": file_digest(weights),
         "source_checkpoint": checkpoint.name,
-        "source_checkpoint_sha256": file_sha256(checkpoint),
+        "source_checkpoint_sha256": file_digest(checkpoint),
         "architecture": state["model_config"],
         "parameters": count_parameters(model),
         "training": {
@@ -180,12 +173,9 @@ def latents(indices: Any, latent_dim: int, seed: int, temperature: float = 1.0) 
     return torch.from_numpy(z * temperature).float()
 
 
-@torch.inference_mode()
 def decode_uint8(model: EndoVAE, z: torch.Tensor) -> np.ndarray:
-    """Decode latents to uint8 N x H x W x 3 images (rounded), on the model's device."""
-    device = next(model.parameters()).device
-    x = model.eval().decode(z.to(device)).float().cpu()
-    return x.mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    """Decode latents (one batch) to uint8 N x H x W x 3 images (rounded)."""
+    return to_uint8_nhwc(decode(model, z, batch_size=max(1, len(z)))).numpy()
 
 
 def z_text(z: torch.Tensor) -> str:
@@ -317,7 +307,7 @@ def generate_images(
     model, meta = load_model(checkpoint, get_device(str(device)))
     name = class_name or (meta.get("extra") or {}).get("class") or default_class(checkpoint)
     check_params(n, seed, temperature, batch_size, name)
-    stamp = {"checkpoint_sha256": file_sha256(checkpoint), "seed": int(seed)}
+    stamp = {"checkpoint_sha256": file_digest(checkpoint), "seed": int(seed)}
     stamp.update({"temperature": float(temperature), "class": name, "batch_size": batch_size})
     stamp["checkpoint"] = str(checkpoint)
     try:
@@ -435,8 +425,6 @@ def train_class_model(
 ):
     """Train (or resume) one EndoVAE on one class's training images with `fit` (MSE, Adam);
     `init_from` starts it from another model's weights (fine-tuning)."""
-    from helpers.train import TrainConfig, fit
-
     tcfg = TrainConfig(loss="mse", epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                        checkpoint_every=max(1, epochs // 4), precision=precision)  # fmt: skip
     path = Path(checkpoint_path)
@@ -451,8 +439,6 @@ def trained_on(
     path: str | os.PathLike, images: np.ndarray, train_config: dict | None = None
 ) -> bool:
     """True when the checkpoint exists and was trained on exactly these images (and settings)."""
-    from helpers.train import RESUMABLE_CHANGES, data_fingerprint, images_to_tensor
-
     path = Path(path)
     if not path.is_file():
         return False

@@ -28,6 +28,7 @@ from helpers.download import (
 from helpers.extract import extraction_complete, extraction_stamp, safe_extract
 from helpers.fingerprint import bytes_digest, file_digest
 from helpers.lock import LOCK_WAIT_S
+from helpers.params import DATA_KEYWORDS
 from helpers.synthetic import GENERATOR_VERSION, ensure_synthetic
 from helpers.synthetic import STAMP_NAME as SYNTHETIC_STAMP
 
@@ -38,10 +39,6 @@ KVASIR_URLS = {
 VERSION_FOLDERS = {"kvasir-dataset": "v1", "kvasir-dataset-v2": "v2"}
 VERSION_COUNTS = {500: "v1", 1000: "v2"}
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
-# data_dir values that name a data source instead of a path; "synthetic" / "embedded" are the
-# runner's words for "" (the embedded Kvasir-like set).
-DATA_KEYWORDS = ("", "download", "download:v1", "download:v2")
-DATA_ALIASES = {"synthetic": "", "embedded": ""}
 SOURCE_RECORD = "source.json"  # what notebook 01 checked about its data, in data/processed/
 DIGEST_CHARS = 16  # hex digits of the archive's sha256 in its extraction folder's name
 SOURCE_KINDS = ("synthetic", "kvasir-v1", "kvasir-v2", "folder")

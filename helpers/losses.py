@@ -13,10 +13,11 @@ import torch.nn.functional as F
 RECON_LOSSES = ("mse", "bce")
 
 
-def kld(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """KL(N(mu, sigma^2) || N(0, I)) in closed form, summed over batch and latent units."""
+def kld(mu: torch.Tensor, logvar: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    """KL(N(mu, sigma^2) || N(0, I)) in closed form, summed over batch and latent units
+    (`dim=1`: summed over latent units only, one value per image)."""
     mu, logvar = mu.float(), logvar.float()
-    return -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+    return -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp(), dim=dim)
 
 
 def mse_sum(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

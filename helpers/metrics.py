@@ -1,4 +1,4 @@
-"""Image-quality metrics (PSNR, SSIM), bootstrap confidence intervals and the report's tables.
+"""Image-quality metrics (PSNR, SSIM), the report's tables and the posterior-collapse check.
 
 PSNR and SSIM are computed per image on float tensors N x 3 x H x W in [0, 1] (data range 1).
 SSIM uses the Wang et al. (2004) settings, which are also torchmetrics' defaults: an 11-tap
@@ -7,20 +7,28 @@ the mean over the 'valid' region (no padding) and then over the RGB channels. sc
 with `gaussian_weights=True, sigma=1.5, use_sample_covariance=False` is the reference
 (`psnr_skimage`, `ssim_skimage`); the torch versions agree with it to about 1e-6.
 
-Standard deviations use ddof=1 (sample standard deviation) everywhere in this module.
+Means, standard deviations (ddof=1) and 95 % intervals come from helpers.stats.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from helpers import stats
+from helpers.infer import reconstruct
+from helpers.kvasir import SYNTHETIC_STAMP, read_source_record
+from helpers.processed import to_tensor
+from helpers.reference import ORIGINAL_METRICS
 
 METRICS = ("psnr", "ssim")
 METRIC_LABELS = {"psnr": "PSNR", "ssim": "SSIM"}
-DDOF = 1
 
 
 def _as_float_pair(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -107,8 +115,6 @@ def _to_nhwc_numpy(images: torch.Tensor | np.ndarray) -> np.ndarray:
 
 def psnr_skimage(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> np.ndarray:
     """Reference PSNR per image from skimage.metrics.peak_signal_noise_ratio."""
-    from skimage.metrics import peak_signal_noise_ratio
-
     a, b = _to_nhwc_numpy(x), _to_nhwc_numpy(y)
     with np.errstate(divide="ignore"):
         return np.array(
@@ -121,8 +127,6 @@ def psnr_skimage(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> n
 
 def ssim_skimage(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> np.ndarray:
     """Reference SSIM per image from skimage (Gaussian sigma 1.5, population covariance, RGB)."""
-    from skimage.metrics import structural_similarity
-
     a, b = _to_nhwc_numpy(x), _to_nhwc_numpy(y)
     return np.array(
         [
@@ -151,69 +155,6 @@ def image_metrics(x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> pd
     return pd.DataFrame({k: torch.cat(v).numpy().astype(float) for k, v in rows.items()})
 
 
-def _finite_values(values: Sequence[float] | np.ndarray, name: str = "values") -> np.ndarray:
-    """Values as a 1-D float array; error when empty or not finite."""
-    arr = np.asarray(values, dtype=np.float64).ravel()
-    if arr.size == 0:
-        raise ValueError(f"{name}: need at least one value")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name}: contains non-finite values (e.g. PSNR of identical images)")
-    return arr
-
-
-def bootstrap_ci(
-    values: Sequence[float] | np.ndarray, n_boot: int = 2000, ci: float = 0.95, seed: int = 0
-) -> tuple[float, float]:
-    """Percentile bootstrap confidence interval of the mean of `values`."""
-    arr = _finite_values(values)
-    if not 0 < ci < 1:
-        raise ValueError(f"ci={ci}: must be between 0 and 1")
-    if n_boot < 1:
-        raise ValueError(f"n_boot={n_boot}: must be >= 1")
-    rng = np.random.default_rng(seed)
-    means = np.empty(n_boot)
-    chunk = max(1, 2_000_000 // arr.size)
-    for start in range(0, n_boot, chunk):
-        stop = min(n_boot, start + chunk)
-        means[start:stop] = arr[rng.integers(0, arr.size, (stop - start, arr.size))].mean(axis=1)
-    alpha = (1 - ci) / 2
-    low, high = np.quantile(means, [alpha, 1 - alpha])
-    return float(low), float(high)
-
-
-def summarize(
-    values: Sequence[float] | np.ndarray, n_boot: int = 2000, ci: float = 0.95, seed: int = 0
-) -> dict:
-    """Mean, standard deviation (ddof=1), bootstrap CI of the mean and count."""
-    arr = _finite_values(values)
-    low, high = bootstrap_ci(arr, n_boot=n_boot, ci=ci, seed=seed)
-    std = float(arr.std(ddof=DDOF)) if arr.size > 1 else float("nan")
-    return {
-        "mean": float(arr.mean()),
-        "std": std,
-        "ci_low": low,
-        "ci_high": high,
-        "n": int(arr.size),
-    }
-
-
-def paired_difference(
-    a: Sequence[float] | np.ndarray,
-    b: Sequence[float] | np.ndarray,
-    n_boot: int = 2000,
-    ci: float = 0.95,
-    seed: int = 0,
-) -> dict:
-    """Mean of a - b over paired values with its bootstrap CI, and the share of pairs with a > b."""
-    a, b = _finite_values(a, "a"), _finite_values(b, "b")
-    if a.shape != b.shape:
-        raise ValueError(f"paired values must have the same length, got {a.size} and {b.size}")
-    out = summarize(a - b, n_boot=n_boot, ci=ci, seed=seed)
-    out["share_a_better"] = float(np.mean(a > b))
-    out["ci_excludes_zero"] = bool(out["ci_low"] > 0 or out["ci_high"] < 0)
-    return out
-
-
 def _check_metric_columns(per_image: pd.DataFrame) -> None:
     """Error unless the per-image table has the psnr and ssim columns."""
     missing = [m for m in METRICS if m not in per_image.columns]
@@ -230,7 +171,7 @@ def metrics_table(
     _check_metric_columns(per_image)
     rows = {}
     for metric in METRICS:
-        s = summarize(per_image[metric], n_boot=n_boot, seed=seed)
+        s = stats.summarize(per_image[metric], n_boot=n_boot, seed=seed)
         row = {"Mean": s["mean"], "Standard Deviation": s["std"]}
         if extended:
             row.update({"95 % CI low": s["ci_low"], "95 % CI high": s["ci_high"], "n": s["n"]})
@@ -255,7 +196,7 @@ def extended_table(
         record = dict(zip(group_cols, keys, strict=True))
         record["n"] = len(group)
         for metric in METRICS:
-            s = summarize(group[metric], n_boot=n_boot, seed=seed)
+            s = stats.summarize(group[metric], n_boot=n_boot, seed=seed)
             label = METRIC_LABELS[metric]
             record[f"{label} mean"] = s["mean"]
             record[f"{label} std"] = s["std"]
@@ -265,14 +206,8 @@ def extended_table(
     return pd.DataFrame.from_records(records)
 
 
-# --- reconstruction evaluation and report text (notebooks 05 and 06) -------------------------
+# --- reconstruction evaluation (notebooks 05 and 06) -----------------------------------------
 
-# The original report's Tables 1 and 2 (50 random polyps; its std convention is not stated).
-ORIGINAL_TABLES = {
-    "mse": {"PSNR": (16.952047, 2.294434), "SSIM": (0.470127, 0.084576)},
-    "bce": {"PSNR": (16.584135, 2.276679), "SSIM": (0.447347, 0.093633)},
-}
-ORIGINAL_EPOCHS = 3000
 ALL_POLYPS = "polyps (all)"  # name of the every-polyp image set in per-image tables
 EMBEDDED_MARKERS = ("kvasir-like", "kvasir_like", "synthetic")
 
@@ -284,9 +219,6 @@ def evaluate_reconstructions(
     device: str | torch.device | None = None,
 ) -> pd.DataFrame:
     """PSNR and SSIM of each uint8 image against its reconstruction decoded from mu."""
-    from helpers.preprocess import to_tensor
-    from helpers.train import reconstruct
-
     x = to_tensor(images_uint8)
     if len(x) == 0:
         return pd.DataFrame({"psnr": [], "ssim": []})
@@ -304,10 +236,10 @@ def edge_energy(images: torch.Tensor) -> torch.Tensor:
 
 def with_original(table: pd.DataFrame, model: str) -> pd.DataFrame:
     """Table 1/2 layout with the original report's mean and standard deviation beside ours."""
-    if model not in ORIGINAL_TABLES:
-        raise ValueError(f"model={model!r}: expected one of {', '.join(ORIGINAL_TABLES)}")
+    if model not in ORIGINAL_METRICS:
+        raise ValueError(f"model={model!r}: expected one of {', '.join(ORIGINAL_METRICS)}")
     out = table[["Mean", "Standard Deviation"]].copy()
-    original = ORIGINAL_TABLES[model]
+    original = ORIGINAL_METRICS[model]
     out["Original Mean"] = [original[m][0] for m in out.index]
     out["Original Standard Deviation"] = [original[m][1] for m in out.index]
     return out
@@ -318,10 +250,6 @@ def data_is_embedded(manifest: pd.DataFrame, processed_dir: str | None = None) -
 
     Notebook 01 records what it checked in `source.json`; older runs fall back to the file names.
     """
-    from pathlib import Path
-
-    from helpers.kvasir import SYNTHETIC_STAMP, read_source_record
-
     record = read_source_record(processed_dir) if processed_dir is not None else None
     if record is not None:
         return record["kind"] == "synthetic"
@@ -330,137 +258,11 @@ def data_is_embedded(manifest: pd.DataFrame, processed_dir: str | None = None) -
         return True
     folders = {Path(s).parent.parent for s in sources.head(200)}
     if processed_dir is not None:
-        import json
-
         stamp = Path(processed_dir) / "preprocess.json"
         if stamp.is_file():
             dirs = json.loads(stamp.read_text()).get("class_dirs", {})
             folders |= {Path(d).parent for d in dirs.values()}
     return any((f / SYNTHETIC_STAMP).is_file() for f in folders)
-
-
-def _fmt_ci(d: dict, digits: int) -> str:
-    """'+0.12 (95 % CI -0.03 to +0.27)'."""
-    return (
-        f"{d['mean']:+.{digits}f} (95 % CI {d['ci_low']:+.{digits}f} to {d['ci_high']:+.{digits}f})"
-    )
-
-
-def _model_values(per_image: pd.DataFrame, images: str, model: str, metric: str) -> np.ndarray:
-    """Per-image values of one metric for one model on one image set, in file order."""
-    rows = per_image[(per_image["images"] == images) & (per_image["model"] == model)]
-    return rows.sort_values("file")[metric].to_numpy()
-
-
-def _comparison_sentence(per_image: pd.DataFrame, images: str, n_boot: int, seed: int) -> str:
-    """Which model is better on `images`, per metric, and whether the paired CI excludes 0."""
-    parts = []
-    for metric, unit, digits in (("psnr", " dB", 2), ("ssim", "", 3)):
-        a = _model_values(per_image, images, "MSE", metric)
-        b = _model_values(per_image, images, "BCE", metric)
-        d = paired_difference(a, b, n_boot=n_boot, seed=seed)
-        if abs(d["mean"]) < 0.5 * 10**-digits:
-            lead = "the two means are equal at this precision"
-        else:
-            better = "MSE" if d["mean"] > 0 else "BCE"
-            lead = f"the {better} model is higher by {abs(d['mean']):.{digits}f}{unit}"
-        verdict = (
-            "the interval excludes 0, so the difference is systematic on these images"
-            if d["ci_excludes_zero"]
-            else "the interval includes 0, so these images cannot separate the two models"
-        )
-        parts.append(
-            f"{METRIC_LABELS[metric]} {a.mean():.{digits}f}{unit} (MSE) vs "
-            f"{b.mean():.{digits}f}{unit} (BCE): {lead}; the per-image difference MSE - BCE is "
-            f"{_fmt_ci(d, digits)} and {verdict} (the MSE model scores higher on "
-            f"{100 * d['share_a_better']:.0f} % of them)"
-        )
-    return ". ".join(parts) + "."
-
-
-def discussion_text(
-    per_image: pd.DataFrame,
-    eval_set: str,
-    healthy_sets: Sequence[str],
-    epochs: dict[str, int],
-    embedded: bool,
-    n_boot: int = 2000,
-    seed: int = 0,
-) -> str:
-    """Markdown for "8. Result analysis and discussion", built from this run's per-image values."""
-    n_eval = int(((per_image["images"] == eval_set) & (per_image["model"] == "MSE")).sum())
-    lines = [
-        f"**MSE vs BCE.** On the {n_eval} evaluated polyp images: "
-        + _comparison_sentence(per_image, eval_set, n_boot, seed)
-    ]
-    gaps, held_gaps = [], []
-    polyps_all = per_image[per_image["images"] == ALL_POLYPS]
-    for model in ("MSE", "BCE"):
-        pol = polyps_all[polyps_all["model"] == model]
-        if pol.empty:
-            continue
-        clauses = [
-            f"all {len(pol)} polyps {pol['psnr'].mean():.2f} dB / SSIM {pol['ssim'].mean():.3f}"
-        ]
-        for name in healthy_sets:
-            hea = per_image[(per_image["images"] == name) & (per_image["model"] == model)]
-            if hea.empty:
-                continue
-            gap = hea["psnr"].mean() - pol["psnr"].mean()
-            if "held-out" in name:
-                held_gaps.append(gap)
-            clauses.append(
-                f"{name} (n={len(hea)}) {hea['psnr'].mean():.2f} dB / {hea['ssim'].mean():.3f}, "
-                f"gap {gap:+.2f} dB / {hea['ssim'].mean() - pol['ssim'].mean():+.3f}"
-            )
-        if len(clauses) > 1:
-            gaps.append(f"{model} model: " + "; ".join(clauses))
-    if gaps:
-        if held_gaps and min(held_gaps) > 0:
-            verdict = "In this run both models reconstruct the unseen polyps worse than held-out healthy images."
-        elif held_gaps and max(held_gaps) <= 0:
-            verdict = (
-                "In this run the polyps are not reconstructed worse than held-out healthy images."
-            )
-        else:
-            verdict = ""
-        lines.append(
-            "**Healthy vs polyp images.** The models were trained on healthy images only; a "
-            "positive gap (healthy minus polyps) means the polyps are reconstructed worse. "
-            + ". ".join(gaps)
-            + ". "
-            + verdict
-        )
-    orig = []
-    for model in ("MSE", "BCE"):
-        rows = per_image[(per_image["images"] == eval_set) & (per_image["model"] == model)]
-        ref = ORIGINAL_TABLES[model.lower()]
-        orig.append(
-            f"{model}: {rows['psnr'].mean():.2f} dB vs {ref['PSNR'][0]:.2f} dB "
-            f"({rows['psnr'].mean() - ref['PSNR'][0]:+.2f} dB), SSIM {rows['ssim'].mean():.3f} vs "
-            f"{ref['SSIM'][0]:.3f} ({rows['ssim'].mean() - ref['SSIM'][0]:+.3f})"
-        )
-    lines.append(
-        "**Against the original report** (ours vs theirs, polyps): " + "; ".join(orig) + "."
-    )
-    caveats = []
-    if embedded:
-        caveats.append(
-            "the images are the embedded Kvasir-like frames (procedurally generated), not Kvasir, "
-            "so these numbers check the pipeline and are not comparable with the original's"
-        )
-    short = {m: e for m, e in epochs.items() if e < ORIGINAL_EPOCHS}
-    if short:
-        listed = ", ".join(f"{m}: {e}" for m, e in short.items())
-        caveats.append(
-            f"training was short ({listed} epochs against the original's {ORIGINAL_EPOCHS}), "
-            "so both models are far from converged and their ranking may change with training"
-        )
-    if n_eval < 30:
-        caveats.append(f"only {n_eval} polyp images were evaluated, so the intervals are wide")
-    if caveats:
-        lines.append("**Caveats.** " + " ".join(c[0].upper() + c[1:] + "." for c in caveats))
-    return "\n\n".join(lines)
 
 
 def reconstruction_metrics(
@@ -484,6 +286,12 @@ def reconstruction_metrics(
     return pd.concat(frames, ignore_index=True)[["model", "images", "file", "psnr", "ssim"]]
 
 
+def model_values(per_image: pd.DataFrame, images: str, model: str, metric: str) -> np.ndarray:
+    """Per-image values of one metric for one model on one image set, in file order."""
+    rows = per_image[(per_image["images"] == images) & (per_image["model"] == model)]
+    return rows.sort_values("file")[metric].to_numpy()
+
+
 def paired_table(
     per_image: pd.DataFrame, a: str = "MSE", b: str = "BCE", n_boot: int = 2000, seed: int = 0
 ) -> pd.DataFrame:
@@ -491,11 +299,11 @@ def paired_table(
     records = []
     for images in per_image["images"].unique():
         for metric in METRICS:
-            va = _model_values(per_image, images, a, metric)
-            vb = _model_values(per_image, images, b, metric)
+            va = model_values(per_image, images, a, metric)
+            vb = model_values(per_image, images, b, metric)
             if len(va) == 0 or len(va) != len(vb):
                 continue
-            d = paired_difference(va, vb, n_boot=n_boot, seed=seed)
+            d = stats.paired_difference(va, vb, n_boot=n_boot, seed=seed)
             records.append(
                 {
                     "images": images,
@@ -508,41 +316,6 @@ def paired_table(
                 }
             )
     return pd.DataFrame.from_records(records)
-
-
-def samples_text(samples: dict[str, torch.Tensor], real: torch.Tensor) -> str:
-    """Sentence on generated samples: their spread and their edge energy relative to real images."""
-    real_edges = float(edge_energy(real).mean())
-    parts = []
-    for label, images in samples.items():
-        spread = float(images.float().std(dim=0).mean())
-        share = 100 * float(edge_energy(images).mean()) / real_edges
-        parts.append(
-            f"the {label} model's {len(images)} samples differ from one another by a mean "
-            f"per-pixel standard deviation of {spread:.3f} and carry {share:.0f} % of the edge "
-            "energy of real healthy images"
-        )
-    return (
-        "In this run, "
-        + "; ".join(parts)
-        + ". Edge energy is the mean absolute difference between neighbouring pixels: a share "
-        "well below 100 % means blurrier images than the real frames, and a spread near 0 would "
-        "mean the decoder ignores its latent input."
-    )
-
-
-def recon_text(shown: dict[str, tuple[torch.Tensor, dict[str, torch.Tensor]]]) -> str:
-    """Sentence per image group shown: mean absolute pixel error and edge-energy share per model."""
-    parts = []
-    for group, (x, recons) in shown.items():
-        base = float(edge_energy(x).mean())
-        per_model = [
-            f"{label} model: mean absolute error {float((r - x).abs().mean()):.3f}, "
-            f"{100 * float(edge_energy(r).mean()) / base:.0f} % of the inputs' edge energy"
-            for label, r in recons.items()
-        ]
-        parts.append(f"on the {len(x)} {group} shown, " + "; ".join(per_model))
-    return "For the images above (pixel values in [0, 1]): " + ". And ".join(parts) + "."
 
 
 def _mean_std_ci(row: pd.Series, label: str, digits: int) -> tuple[str, str]:
@@ -594,6 +367,7 @@ def format_paired(paired: pd.DataFrame, a: str = "MSE", b: str = "BCE") -> pd.Da
 # --- did training leave the posterior-collapse plateau? ---------------------------------------
 PLATEAU_KL_PER_IMAGE = 5.0  # nats per image; a collapsed EndoVAE sits near 0
 PLATEAU_SAMPLE_SPREAD = 0.03  # mean per-pixel std across decoded prior samples; collapsed ~0
+COLLAPSED_KL_PER_IMAGE = 1.0  # nats per image: below this the latent code carries almost nothing
 
 
 def plateau_check(
@@ -612,24 +386,3 @@ def plateau_check(
         "PSNR of the mean training image (dB)": mean_db,
         "past the plateau": "yes" if trained else "no",
     }
-
-
-def plateau_text(checks: pd.DataFrame) -> str:
-    """One paragraph on whether each model left the collapse plateau, from `plateau_check` rows."""
-    lines = []
-    for model, row in checks.iterrows():
-        verdict = (
-            "left the posterior-collapse plateau"
-            if row["past the plateau"] == "yes"
-            else "is still on the posterior-collapse plateau (its samples are close to one "
-            "mean image), so train it longer before reading its figures"
-        )
-        lines.append(
-            f"The {model} model {verdict}: its KL divergence is {row['KL per image (nats)']:.1f} "
-            f"nats per image (collapsed models sit near 0; the check asks for at least "
-            f"{PLATEAU_KL_PER_IMAGE:g}), its nine samples differ by {row['sample spread']:.3f} per "
-            f"pixel (at least {PLATEAU_SAMPLE_SPREAD:g}), and it reconstructs held-out healthy "
-            f"images at {row['PSNR, held-out healthy (dB)']:.2f} dB against "
-            f"{row['PSNR of the mean training image (dB)']:.2f} dB for the mean training image."
-        )
-    return " ".join(lines)

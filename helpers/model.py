@@ -153,13 +153,6 @@ class EndoVAE(nn.Module):
         mu, logvar = self.encoder(x)
         return self.decode(self.reparameterize(mu, logvar) if sample else mu)
 
-    @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Decode n latents drawn from N(0, I) (drawn on the CPU, so seeds match across devices)."""
-        z = torch.randn(n, self.config.latent_dim, generator=generator)
-        device = next(self.parameters()).device
-        return self.decode(z.to(device))
-
 
 def count_parameters(module: nn.Module) -> int:
     """Number of trainable parameters."""

@@ -25,9 +25,13 @@ from typing import Any
 import numpy as np
 
 from helpers import paths
-from helpers.kvasir import DATA_ALIASES, DATA_KEYWORDS
 from helpers.losses import RECON_LOSSES
 from helpers.runtime import DEVICE_CHOICES, PRECISIONS
+
+# data_dir values that name a data source instead of a path; "synthetic" / "embedded" are the
+# runner's words for "" (the embedded Kvasir-like set).
+DATA_KEYWORDS = ("", "download", "download:v1", "download:v2")
+DATA_ALIASES = {"synthetic": "", "embedded": ""}
 
 
 @dataclass(frozen=True)
@@ -148,7 +152,7 @@ RULES: dict[str, Rule] = {
     # 06 metrics
     "n_eval_polyps": COUNT,
     "allow_fewer": FLAG,
-    "n_boot": COUNT,
+    "n_boot": at_least(int, 100),  # fewer resamples give unstable 95 % intervals
     # 07 classifier (and 09's classifiers)
     "n_pairs": COUNT,
     "n_clf_train": COUNT,
@@ -166,8 +170,10 @@ RULES: dict[str, Rule] = {
     "abl_checkpoint_every": at_least(int, 0),
     "latent_dims": text(_csv_of(int, 1), "comma-separated integers >= 1"),
     "betas": text(_csv_of(float, 0.0), "comma-separated numbers >= 0"),
-    "polyp_train_share": SHARE,
-    "abl_n_samples": COUNT,
+    "polyp_train_share": Rule(
+        float, lambda v: above(0.0).ok(v) and v < 1, "a number strictly between 0 and 1"
+    ),
+    "abl_n_samples": at_least(int, 8),  # 8 of them are shown
     # 09 synthetic data
     "per_healthy_class": FLAG,
     "polyp_init": one_of(("healthy", "scratch")),
@@ -319,3 +325,33 @@ def type_problem(name: str, value: Any, kind: str | None) -> str | None:
     if fits is None or fits(value):
         return None
     return f"{name}={value!r}: expected {kind}, got {type(value).__name__}"
+
+
+def parse_list(text: str, name: str, kind: type = float) -> list:
+    """Parse a comma-separated parameter such as "6,32,128"; errors name the parameter."""
+    example = "6,32,128" if kind is int else "0.1,1,4"
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"{name}={text!r}: expected comma-separated numbers, e.g. {example!r}")
+    values = []
+    for part in (p.strip() for p in text.split(",")):
+        try:
+            value = kind(part)
+        except ValueError:
+            raise ValueError(
+                f"{name}={text!r}: {part!r} is not {'an integer' if kind is int else 'a number'}"
+                f" (expected e.g. {example!r})"
+            ) from None
+        if not math.isfinite(value):
+            raise ValueError(f"{name}={text!r}: {part!r} is not finite")
+        values.append(value)
+    if len(set(values)) != len(values):
+        raise ValueError(f"{name}={text!r}: values repeat")
+    return values
+
+
+def check_all(**values: Any) -> None:
+    """`check` several parameters by name; unknown names are an error too."""
+    for name, value in values.items():
+        if name not in RULES:
+            raise ValueError(f"unknown parameter {name!r}")
+        check(name, value)

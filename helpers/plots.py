@@ -1,4 +1,4 @@
-"""Figure helpers shared by the notebooks: image grids, loss curves, ROC curves."""
+"""Figure helpers shared by the notebooks: image grids, loss curves (one model or several), ROC curves."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import torch
+from matplotlib.ticker import MaxNLocator
 from torchvision.utils import make_grid
 
 
@@ -107,3 +109,44 @@ def plot_roc(
     fig.tight_layout()
     save_figure(fig, path)
     return fig
+
+
+def plot_histories(
+    histories: Mapping[str, pd.DataFrame], title: str = "", path: str | os.PathLike | None = None
+):
+    """Reconstruction, KLD and total loss per epoch of several arms, one line per arm."""
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+    names = (
+        ("recon", "reconstruction (MSE)"),
+        ("kld", "KL divergence"),
+        ("total", "total = recon + β·KLD"),
+    )
+    for ax, (column, label) in zip(axes, names, strict=True):
+        for arm_label, hist in histories.items():
+            ax.plot(hist["epoch"], hist[column], marker="o", ms=3, lw=1.5, label=arm_label)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("loss per batch (sum)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        values = pd.concat([h[column] for h in histories.values()])
+        if (values > 0).all() and values.max() > 100 * values.min():
+            ax.set_yscale("log")  # e.g. the KLD of a small beta spans orders of magnitude
+            label += " (log scale)"
+        else:
+            ax.ticklabel_format(axis="y", useOffset=False)
+        ax.set_title(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    save_figure(fig, path)
+    return fig
+
+
+def sample_rows(samples: Mapping[str, torch.Tensor], n_show: int) -> tuple[torch.Tensor, list[str]]:
+    """Stack the first n_show samples of each arm into one grid batch, with row labels."""
+    labels = list(samples)
+    shown = [samples[k][:n_show] for k in labels]
+    if any(len(s) < n_show for s in shown):
+        raise ValueError(f"every arm needs at least {n_show} samples")
+    return torch.cat(shown), labels

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,10 @@ import torch
 from PIL import Image
 
 from helpers import atomic
-from helpers.classes import GROUPS
+from helpers.classes import GROUPS, NORMAL_GROUP, POLYP_GROUP
 from helpers.fingerprint import array_digest, bytes_digest, lines_digest
+from helpers.images import FLIPS, apply_flip
+from helpers.params import check
 
 SPLITS = ("train", "test")
 MANIFEST_COLUMNS = (
@@ -35,6 +38,7 @@ MANIFEST_COLUMNS = (
     "sha256",
 )
 STAMP_NAME = "preprocess.json"
+_POOL_STREAM = 0xAB1  # random stream of the polyp pool split
 SKIPPED_NAME = "skipped.csv"
 PRODUCER = "run notebooks/01_preprocessing.ipynb first"
 _CACHE_SAMPLE_ROWS = 64
@@ -177,3 +181,69 @@ def accepted_sources(out_dir: str | os.PathLike, group: str = "polyps") -> list[
     _check_group_split(group, None)
     frame = load_manifest(out_dir)
     return sorted({Path(f) for f in frame.loc[frame["group"] == group, "source_file"]})
+
+
+def manifest_counts(out_dir: str | os.PathLike) -> dict[str, int]:
+    """Processed images by group and split, and the source frames they came from."""
+    frame = load_manifest(out_dir)
+    group, split = frame["group"].astype(str), frame["split"].astype(str)
+    return {
+        "total": len(frame),
+        "healthy": int((group == NORMAL_GROUP).sum()),
+        "polyps": int((group == POLYP_GROUP).sum()),
+        "held-out healthy": int(((group == NORMAL_GROUP) & (split == "test")).sum()),
+        "source frames": int(frame["source_id"].nunique()),
+    }
+
+
+# --- splits by source frame (notebooks 08 and 09) ---------------------------------------
+
+
+def assert_disjoint_sources(a: pd.DataFrame, b: pd.DataFrame, what: str) -> None:
+    """Raise ValueError when two manifest subsets share a source frame (source_id)."""
+    for frame in (a, b):
+        if "source_id" not in frame.columns:
+            raise ValueError(f"{what}: manifest rows lack the 'source_id' column")
+    shared = sorted(set(a["source_id"]) & set(b["source_id"]))
+    if shared:
+        raise ValueError(
+            f"{what}: {len(shared)} source frame(s) on both sides, e.g. {shared[0]!r}; "
+            "rerun notebook 01 (its split is by source frame)"
+        )
+
+
+def polyp_pool_split(
+    manifest: pd.DataFrame, share: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split polyp rows by source frame: (pool positions usable for training, eval positions)."""
+    check("polyp_train_share", share)
+    if "source_id" not in manifest.columns:
+        raise ValueError("polyp manifest rows lack the 'source_id' column")
+    sources = np.array(sorted(set(manifest["source_id"])))
+    if len(sources) < 2:
+        raise ValueError(
+            f"need at least 2 polyp source frames to split into pool and evaluation set, "
+            f"found {len(sources)}"
+        )
+    n_pool = min(len(sources) - 1, max(1, int(math.floor(share * len(sources) + 0.5))))
+    order = np.random.default_rng([seed, _POOL_STREAM]).permutation(len(sources))
+    pool_sources = set(sources[order[:n_pool]])
+    in_pool = manifest["source_id"].isin(pool_sources).to_numpy()
+    return np.flatnonzero(in_pool), np.flatnonzero(~in_pool)
+
+
+def flipped_variants(images: np.ndarray, rows: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
+    """The 4 flips (none, h, v, hv) of each source's unflipped image, with their manifest rows."""
+    base = rows.reset_index(drop=True)
+    keep = base.index[base["flip"] == "none"].to_numpy()
+    missing = set(base["source_id"]) - set(base.loc[keep, "source_id"])
+    if missing:
+        raise ValueError(
+            f"{len(missing)} source frame(s) without an unflipped image, e.g. {sorted(missing)[0]!r}"
+        )
+    out_images, out_rows = [], []
+    for i in keep:
+        for flip in FLIPS:
+            out_images.append(apply_flip(images[i], flip))
+            out_rows.append({**base.loc[i].to_dict(), "flip": flip})
+    return np.stack(out_images), pd.DataFrame(out_rows)

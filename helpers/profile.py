@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from helpers import paths
-from helpers.kvasir import DATA_ALIASES, DATA_KEYWORDS
+from helpers.params import DATA_ALIASES, DATA_KEYWORDS
 
 PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
 PROFILE_KEYS = {"parameters", "notebooks", "description"}

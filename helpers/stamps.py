@@ -11,6 +11,7 @@ from typing import Any
 
 from helpers import kvasir
 from helpers.fingerprint import bytes_digest, file_digest
+from helpers.params import DATA_ALIASES, DATA_KEYWORDS
 
 
 def snapshot(run_dir: Path) -> dict[str, tuple[int, int]]:
@@ -43,7 +44,7 @@ def outputs_intact(run_dir: Path, outputs: dict[str, str]) -> bool:
 def data_fingerprint(params: dict[str, Any]) -> str:
     """Content digest of a `data_dir` outside the run folder (a folder or a zip); "" otherwise."""
     data = str(params.get("data_dir", "")).strip()
-    if data.lower() in kvasir.DATA_KEYWORDS or data.lower() in kvasir.DATA_ALIASES:
+    if data.lower() in DATA_KEYWORDS or data.lower() in DATA_ALIASES:
         return ""
     path = Path(data)
     if path.is_file():

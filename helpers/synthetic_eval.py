@@ -3,7 +3,7 @@
 Splits (all by source frame, so no flip of a test frame is ever trained on):
     healthy  notebook 01's split: "train" sources train the healthy EndoVAE and the classifiers,
              the unflipped image of each "test" source is a test frame
-    polyps   `ablations.polyp_pool_split`: a seeded share of the polyp sources (4 flips each)
+    polyps   `processed.polyp_pool_split`: a seeded share of the polyp sources (4 flips each)
              trains the polyp EndoVAE and the classifiers, the other sources are test frames
 
 The healthy EndoVAE is notebook 03's MSE model when its checkpoint was trained on exactly the
@@ -16,27 +16,45 @@ Intervals: 95 % percentile bootstraps over test frames (one frame per source).
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
+from PIL import Image
 
-from helpers.generate import decode_uint8, trained_on
+from helpers import classifier
+from helpers.checkpoint import read_checkpoint
+from helpers.fingerprint import file_digest
+from helpers.generate import (
+    decode_uint8,
+    generate_images,
+    load_generated,
+    train_class_model,
+    trained_on,
+)
 from helpers.model import EndoVAE
+from helpers.plots import grid_image, save_figure, show_grid
+from helpers.processed import (
+    assert_disjoint_sources,
+    flipped_variants,
+    load_split,
+    polyp_pool_split,
+    to_tensor,
+)
+from helpers.reference import PAPER_SYNTHETIC_AUC
+from helpers.stats import auc_bootstrap_ci, bootstrap_ci
 
 ROWS = ("real only", "synthetic only", "real + synthetic")
 CLASSES = ("healthy", "polyps")
-# The paper (Diamantis et al. 2022, KID): ROC AUC mean and std of a classifier trained on
-# synthetic frames only and on real frames only; it gives no real + synthetic number.
-PAPER_AUC = {"real only": (0.909, 0.008), "synthetic only": (0.819, 0.009)}
 _PICK_STREAM = 0x09
 POLYP_INITS = ("scratch", "healthy")
-COLLAPSED_KLD = 1.0  # nats per image: below this the samples barely depend on z
 
 
 @dataclass
@@ -114,9 +132,6 @@ def by_label(synthetic: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def load_splits(processed: str | os.PathLike, polyp_train_share: float, seed: int) -> Splits:
     """Notebook 01's images split by source frame (see module doc); checks disjointness."""
-    from helpers.ablations import assert_disjoint_sources, flipped_variants, polyp_pool_split
-    from helpers.preprocess import load_split
-
     h_train, h_train_rows = load_split(processed, "normal", "train")
     h_test, h_test_rows = load_split(processed, "normal", "test")
     polyps, p_rows = load_split(processed, "polyps")
@@ -162,8 +177,6 @@ def class_models(
     """
     if polyp_init not in POLYP_INITS:
         raise ValueError(f"polyp_init={polyp_init!r}: expected one of {', '.join(POLYP_INITS)}")
-    from helpers.generate import train_class_model
-
     out = {}
     for cls, (images, _) in splits.generator_sets(per_healthy_class).items():
         reuse = paths.checkpoint("mse") if cls == "healthy" else None
@@ -186,8 +199,6 @@ def class_models(
 
 def provenance(models: Mapping[str, dict], splits: Splits) -> pd.DataFrame:
     """Per model: checkpoint, SHA-256, training images/sources and test sources it saw (must be 0)."""
-    from helpers.generate import file_sha256
-
     table = splits.source_table()
     test_ids = set(table.loc[table["role"] == "test", "source_id"])
     rows = []
@@ -200,7 +211,7 @@ def provenance(models: Mapping[str, dict], splits: Splits) -> pd.DataFrame:
             raise ValueError(f"{info['checkpoint']}: not trained on the {cls} training images")
         rows.append({
             "class": cls, "checkpoint": Path(info["checkpoint"]).name,
-            "checkpoint_sha256": file_sha256(info["checkpoint"]), "model": info["how"],
+            "checkpoint_sha256": file_digest(info["checkpoint"]), "model": info["how"],
             "training images": len(train_rows),
             "training sources": train_rows["source_id"].nunique(),
             "test sources seen": len(set(seen["source_id"]) & test_ids),
@@ -222,8 +233,6 @@ def generate_sets(
     progress: bool = True,
 ) -> dict[str, np.ndarray]:
     """Frames of each model (`Splits.model_counts`) with `helpers.generate` into out_root/<model>/."""
-    from helpers.generate import generate_images, load_generated
-
     out = {}
     for cls, n in splits.model_counts(list(models)).items():
         info, folder = models[cls], Path(out_root) / cls
@@ -274,11 +283,6 @@ def run_experiment(
     precision: str = "auto",
 ) -> dict[str, dict]:
     """Train one healthy-vs-polyp classifier per training set; scores and 95 % CIs on `test`."""
-    from helpers import classifier
-    from helpers.ablations import auc_bootstrap_ci
-    from helpers.metrics import bootstrap_ci
-    from helpers.preprocess import to_tensor
-
     x_test, y_test = to_tensor(test[0]), np.asarray(test[1])
     results = {}
     for name, (x, y) in sets.items():
@@ -305,7 +309,7 @@ def results_table(results: Mapping[str, dict]) -> pd.DataFrame:
     """Numbers of Table 12: one row per training set, CIs and the paper's AUC beside."""
     rows = []
     for name, r in results.items():
-        paper = PAPER_AUC.get(name, (np.nan, np.nan))
+        paper = PAPER_SYNTHETIC_AUC.get(name, (np.nan, np.nan))
         rows.append({"Training data": name, "training images": r["n_train"],
                      "test images": r["n_test"], "accuracy": r["accuracy"],
                      "accuracy_low": r["accuracy_ci"][0], "accuracy_high": r["accuracy_ci"][1],
@@ -340,44 +344,6 @@ def roc_curves(results: Mapping[str, dict]) -> dict[str, tuple]:
     return {name: (r["fpr"], r["tpr"], r["auc"]) for name, r in results.items()}
 
 
-def _overlap(a: pd.Series, b: pd.Series) -> bool:
-    """True when two rows' 95 % CIs of the AUC overlap."""
-    return not (a["auc_high"] < b["auc_low"] or b["auc_high"] < a["auc_low"])
-
-
-def discussion_text(table: pd.DataFrame, embedded: bool) -> str:
-    """Markdown on Table 12 from this run's numbers, with the paper's ratio beside."""
-    real, fake, both = (table.loc[r] for r in ROWS)
-    paper = PAPER_AUC["synthetic only"][0] / PAPER_AUC["real only"][0]
-    n_test = int(real["test images"])
-    text = (
-        f"Tested on the same {n_test} held-out real frames, the classifier trained on synthetic "
-        f"frames only reaches ROC AUC {fake['auc']:.3f} (95 % CI {fake['auc_low']:.3f} to "
-        f"{fake['auc_high']:.3f}) against {real['auc']:.3f} ({real['auc_low']:.3f} to "
-        f"{real['auc_high']:.3f}) for real frames only, {fake['auc'] / real['auc']:.0%} of it "
-        f"(the paper on KID: {100 * PAPER_AUC['synthetic only'][0]:.1f} % against "
-        f"{100 * PAPER_AUC['real only'][0]:.1f} %, {paper:.0%}). "
-    )
-    sign = "raises" if both["auc"] > real["auc"] else "lowers"
-    verdict = (
-        "the intervals overlap, so this run cannot tell the two apart"
-        if _overlap(both, real)
-        else "the intervals do not overlap"
-    )
-    text += (
-        f"Adding the synthetic frames to the real ones {sign} the AUC to {both['auc']:.3f} "
-        f"({both['auc_low']:.3f} to {both['auc_high']:.3f}); {verdict}. Accuracy (threshold 0.5): "
-        f"{real['accuracy']:.1%} real only, {fake['accuracy']:.1%} synthetic only, "
-        f"{both['accuracy']:.1%} both."
-    )
-    if embedded:
-        text += (
-            " These frames are the embedded Kvasir-like set, whose polyps are drawn shapes: "
-            "the numbers show that the pipeline works, not how EndoVAE frames help on Kvasir."
-        )
-    return text
-
-
 def spread(images: np.ndarray) -> float:
     """Mean over pixels of the standard deviation across images, in [0, 1] units."""
     return float(np.asarray(images, dtype=np.float32).std(axis=0).mean() / 255.0)
@@ -385,48 +351,30 @@ def spread(images: np.ndarray) -> float:
 
 def final_kld_per_image(checkpoint: str | os.PathLike) -> float:
     """The last epoch's KL divergence per image (nats) from a checkpoint's history."""
-    from helpers.checkpoint import read_checkpoint
-
     state = read_checkpoint(checkpoint)
     history, batch = state.get("history") or [], (state.get("train_config") or {}).get("batch_size")
     return float(history[-1]["kld"] / batch) if history and batch else float("nan")
 
 
-def models_text(
+def model_facts(
     models: Mapping[str, dict],
     prov: pd.DataFrame,
     splits: Splits,
     synthetic: Mapping[str, np.ndarray],
-) -> str:
-    """Markdown: where each EndoVAE came from, how varied its frames are, and collapse warnings."""
-    parts, collapsed = [], []
+) -> list[dict]:
+    """Per generative model: origin, training images/sources, final KLD and frame variation."""
+    facts = []
     for _, r in prov.iterrows():
         cls = r["class"]
-        kld = final_kld_per_image(models[cls]["checkpoint"])
         real = splits.generator_sets(set(models) != set(CLASSES))[cls][0]
-        parts.append(
-            f"the {cls} model is {models[cls]['how']} on {r['training images']} images from "
-            f"{r['training sources']} source frames ({r['test sources seen']} of them test "
-            f"frames), ending at a KL divergence of {kld:.2f} nats per image; its frames vary by "
-            f"{spread(synthetic[cls]):.3f} per pixel (its {len(real)} real frames: "
-            f"{spread(real):.3f}); it generated {len(synthetic[cls])} frames"
-        )
-        if kld < COLLAPSED_KLD:
-            collapsed.append(cls)
-    text = (
-        f"In this run {'; '.join(parts)}. The synthetic set holds {splits.n_per_class} frames per "
-        "class, as many as the real training set (variation: standard deviation across frames, "
-        "averaged over pixels, for pixel values in [0, 1])."
-    )
-    if collapsed:
-        text += (
-            f" The {' and '.join(collapsed)} model{'s are' if len(collapsed) > 1 else ' is'} "
-            "still on the posterior-collapse plateau (KL divergence below "
-            f"{COLLAPSED_KLD} nats per image): {'their' if len(collapsed) > 1 else 'its'} frames "
-            "are close to one average image, so "
-            "the synthetic-only classifier below learns little; longer training fixes this."
-        )
-    return text
+        facts.append({
+            "class": cls, "how": models[cls]["how"], "training images": r["training images"],
+            "training sources": r["training sources"], "test sources seen": r["test sources seen"],
+            "kld": final_kld_per_image(models[cls]["checkpoint"]),
+            "spread": spread(synthetic[cls]), "real images": len(real), "real spread": spread(real),
+            "generated": len(synthetic[cls]),
+        })  # fmt: skip
+    return facts
 
 
 # --- figures and the latent explorer --------------------------------------------------------------
@@ -445,10 +393,6 @@ def traversal(model: EndoVAE, limit: float = 3.0, steps: int = 7) -> torch.Tenso
 
 def plot_traversals(models: Mapping[str, EndoVAE], limit: float = 3.0, steps: int = 7, path=None):
     """Side-by-side latent traversal grids (rows z1..zd, columns -limit..limit) per model."""
-    import matplotlib.pyplot as plt
-
-    from helpers.plots import grid_image, save_figure
-
     fig, axes = plt.subplots(1, len(models), figsize=(5.2 * len(models), 5.0), squeeze=False)
     for ax, (name, model) in zip(axes[0], models.items(), strict=True):
         grid = grid_image(traversal(model, limit, steps), nrow=steps)
@@ -468,8 +412,6 @@ def plot_traversals(models: Mapping[str, EndoVAE], limit: float = 3.0, steps: in
 
 def plot_samples(splits: Splits, synthetic: Mapping[str, np.ndarray], n: int = 8, path=None):
     """Rows: real healthy, synthetic healthy, real polyps, synthetic polyps (n each)."""
-    from helpers.plots import show_grid
-
     real, synthetic = (
         {"healthy": splits.healthy_train, "polyps": splits.polyp_train},
         by_label(synthetic),
@@ -501,10 +443,6 @@ def live_frontend() -> bool:
 
 def explorer_png(model: EndoVAE, values, scale: int = 3) -> bytes:
     """PNG bytes of the frame decoded from latent `values`, enlarged `scale` times."""
-    import io
-
-    from PIL import Image
-
     image = Image.fromarray(
         decode_uint8(model, torch.tensor([list(values)], dtype=torch.float32))[0]
     )

@@ -36,11 +36,13 @@ import torch
 
 from helpers.atomic import atomic_write_csv
 from helpers.checkpoint import read_checkpoint, save_checkpoint
-from helpers.losses import RECON_LOSSES, vae_loss
+from helpers.fingerprint import array_digest, file_digest
+from helpers.infer import images_to_tensor
+from helpers.losses import vae_loss
 from helpers.model import EndoVAE, EndoVAEConfig
+from helpers.params import check
 from helpers.progress import report_progress
 from helpers.runtime import (
-    PRECISIONS,
     Precision,
     PrecisionChoice,
     autocast,
@@ -54,6 +56,7 @@ HISTORY_COLUMNS = ("epoch", "recon", "kld", "total", "seconds", "images_per_s")
 # Settings that may differ between a checkpoint and the run resuming it (they do not change
 # the numbers of the epochs already trained).
 RESUMABLE_CHANGES = ("epochs", "checkpoint_every")
+LEGACY_DIGEST_CHARS = 24  # hex digits of the data fingerprint in checkpoints before 0.2
 
 
 @dataclass(frozen=True)
@@ -72,20 +75,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         """Validate every field; errors name the parameter."""
-        if self.loss not in RECON_LOSSES:
-            raise ValueError(f"loss={self.loss!r}: expected one of {', '.join(RECON_LOSSES)}")
-        _check_int("epochs", self.epochs, 1)
-        _check_int("batch_size", self.batch_size, 1)
-        _check_int("seed", self.seed, 0)
-        _check_int("checkpoint_every", self.checkpoint_every, 0)
-        _check_float("lr", self.lr, strictly_positive=True)
-        _check_float("beta", self.beta, strictly_positive=False)
-        if self.precision not in PRECISIONS:
-            raise ValueError(
-                f"precision={self.precision!r}: expected one of {', '.join(PRECISIONS)}"
-            )
-        if not isinstance(self.compile, bool):
-            raise ValueError(f"compile={self.compile!r}: expected True or False")
+        for item in fields(self):
+            check(item.name, getattr(self, item.name))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for checkpoints and tables."""
@@ -96,21 +87,6 @@ class TrainConfig:
         """Build from a dict, ignoring keys that are not TrainConfig fields."""
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in names})
-
-
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    """Raise ValueError naming `name` unless value is an int >= minimum."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"{name}={value!r}: expected an integer >= {minimum}")
-
-
-def _check_float(name: str, value: Any, strictly_positive: bool) -> None:
-    """Raise ValueError naming `name` unless value is a finite number > 0 (or >= 0)."""
-    ok = isinstance(value, int | float | np.number) and not isinstance(value, bool)
-    ok = ok and math.isfinite(value) and (value > 0 if strictly_positive else value >= 0)
-    if not ok:
-        bound = "> 0" if strictly_positive else ">= 0"
-        raise ValueError(f"{name}={value!r}: expected a finite number {bound}")
 
 
 @dataclass
@@ -137,39 +113,25 @@ class TrainResult:
 # --- data ------------------------------------------------------------------------------------
 
 
-def images_to_tensor(images: Any, in_channels: int = 3, in_size: int | None = None) -> torch.Tensor:
-    """uint8 N x H x W x C array/tensor (or N x C x H x W tensor) -> uint8 NCHW view, no copy."""
-    if isinstance(images, np.ndarray):
-        images = np.ascontiguousarray(images)  # torch refuses negative strides (flipped views)
-    tensor = torch.as_tensor(images)
-    if tensor.dtype != torch.uint8:
-        raise ValueError(f"images: expected uint8 pixels, got dtype {tensor.dtype}")
-    if tensor.ndim != 4:
-        raise ValueError(
-            f"images: expected N x H x W x {in_channels}, got shape {tuple(tensor.shape)}"
-        )
-    if tensor.shape[-1] == in_channels and tensor.shape[1] != in_channels:
-        tensor = tensor.permute(0, 3, 1, 2)  # NHWC memory seen as NCHW: already channels_last
-    if tensor.shape[1] != in_channels:
-        raise ValueError(
-            f"images: expected {in_channels} channels, got shape {tuple(tensor.shape)}"
-        )
-    if in_size is not None and tuple(tensor.shape[2:]) != (in_size, in_size):
-        raise ValueError(
-            f"images: expected {in_size}x{in_size} pixels (model in_size), "
-            f"got shape {tuple(tensor.shape)}"
-        )
-    if len(tensor) == 0:
-        raise ValueError("images: empty training set")
-    return tensor
-
-
 def data_fingerprint(data: torch.Tensor) -> str:
-    """Short hash of a uint8 NCHW image tensor (its pixels in NHWC order) and its shape."""
+    """`fingerprint.array_digest` of a uint8 NCHW image tensor's pixels in NHWC order."""
+    return array_digest(data.detach().cpu().permute(0, 2, 3, 1).numpy())
+
+
+def _legacy_fingerprint(data: torch.Tensor) -> str:
+    """The data fingerprint of checkpoints written before version 0.2 (24 hex digits)."""
     array = np.ascontiguousarray(data.detach().cpu().permute(0, 2, 3, 1).numpy())
-    digest = hashlib.blake2b(array.tobytes(), digest_size=12)
+    digest = hashlib.blake2b(array.tobytes(), digest_size=LEGACY_DIGEST_CHARS // 2)
     digest.update(str(tuple(data.shape)).encode())
     return digest.hexdigest()
+
+
+def _same_images(saved: dict, data_info: dict, data: torch.Tensor) -> bool:
+    """True when a checkpoint's data record names these images (old-style records too)."""
+    old = str(saved.get("fingerprint", ""))
+    if len(old) == LEGACY_DIGEST_CHARS and old == _legacy_fingerprint(data):
+        saved = {**saved, "fingerprint": data_info["fingerprint"]}
+    return saved == data_info
 
 
 def _device_data(data: torch.Tensor, device: torch.device, prec: Precision) -> torch.Tensor:
@@ -221,7 +183,12 @@ def _config_mismatch(state: dict, tcfg: TrainConfig, mcfg: EndoVAEConfig) -> lis
 
 
 def _load_resume_state(
-    path: Path | None, resume: bool, tcfg: TrainConfig, mcfg: EndoVAEConfig, data_info: dict
+    path: Path | None,
+    resume: bool,
+    tcfg: TrainConfig,
+    mcfg: EndoVAEConfig,
+    data_info: dict,
+    data: torch.Tensor,
 ):
     """The checkpoint dict to resume from, or None; other settings or other images raise."""
     if not resume or path is None or not path.is_file():
@@ -229,7 +196,7 @@ def _load_resume_state(
     state = read_checkpoint(path)
     diffs = _config_mismatch(state, tcfg, mcfg)
     saved = state.get("extra", {}).get("data")
-    if saved is not None and saved != data_info:
+    if saved is not None and not _same_images(saved, data_info, data):
         diffs.append(f"training images: {saved} -> {data_info}")
     if diffs:
         raise ValueError(
@@ -486,8 +453,8 @@ def fit(
     cpu_data = images_to_tensor(images, mcfg.in_channels, mcfg.in_size)
     data_info = {"n_images": len(cpu_data), "fingerprint": data_fingerprint(cpu_data)}
     if init_from is not None:
-        data_info["init_from"] = hashlib.sha256(Path(init_from).read_bytes()).hexdigest()
-    state = _load_resume_state(ckpt, resume, tcfg, mcfg, data_info)
+        data_info["init_from"] = file_digest(init_from)
+    state = _load_resume_state(ckpt, resume, tcfg, mcfg, data_info, cpu_data)
 
     shuffle = seed_everything(tcfg.seed)  # also seeds the weights and the sampling noise
     model = EndoVAE(mcfg)
@@ -530,71 +497,3 @@ def fit(
         model.eval(), history_frame(history), ckpt, start_epoch, seconds, str(dev), prec.label,
         choice.describe(),
     )  # fmt: skip
-
-
-# --- inference helpers for notebooks 05-08 ---------------------------------------------------
-
-
-def _model_device(model: torch.nn.Module) -> torch.device:
-    """Device of the model's parameters."""
-    return next(model.parameters()).device
-
-
-@torch.inference_mode()
-def reconstruct(
-    model: EndoVAE,
-    images: Any,
-    batch_size: int = 256,
-    device: str | torch.device | None = None,
-    sample: bool = False,
-) -> torch.Tensor:
-    """Reconstruct images in batches (eval mode, decoding mu unless `sample`), on the CPU.
-
-    uint8 N x H x W x 3 in -> uint8 N x H x W x 3 tensor out (rounded);
-    float N x 3 x H x W in [0, 1] in -> float N x 3 x H x W tensor out.
-    """
-    _check_int("batch_size", batch_size, 1)
-    dev = _model_device(model) if device is None else get_device(str(device))
-    model = model.to(dev).eval()
-    tensor = torch.as_tensor(
-        np.ascontiguousarray(images) if isinstance(images, np.ndarray) else images
-    )
-    as_uint8 = tensor.dtype == torch.uint8
-    if as_uint8:
-        x_all = images_to_tensor(tensor, model.config.in_channels)
-    elif tensor.is_floating_point() and tensor.ndim == 4:
-        x_all = tensor
-    else:
-        raise ValueError(
-            f"images: expected uint8 N x H x W x C or float N x C x H x W, got "
-            f"{tensor.dtype} {tuple(tensor.shape)}"
-        )
-    outputs = []
-    for start in range(0, len(x_all), batch_size):
-        x = x_all[start : start + batch_size].to(dev).float()
-        if as_uint8:
-            x = x / 255.0
-        outputs.append(model.reconstruct(x.contiguous(), sample=sample).float().cpu())
-    out = torch.cat(outputs) if outputs else x_all.new_zeros((0, *x_all.shape[1:])).float()
-    if as_uint8:
-        return (
-            out.mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
-        )
-    return out
-
-
-@torch.inference_mode()
-def decode_samples(model: EndoVAE, n: int, seed: int = 0, batch_size: int = 256) -> torch.Tensor:
-    """Decode n latents z ~ N(0, I) drawn from a CPU generator seeded with `seed`: float NCHW on the CPU."""
-    _check_int("n", n, 0)
-    _check_int("seed", seed, 0)
-    _check_int("batch_size", batch_size, 1)
-    model.eval()
-    generator = torch.Generator().manual_seed(seed)
-    z = torch.randn(n, model.config.latent_dim, generator=generator)
-    dev = _model_device(model)
-    parts = [
-        model.decode(z[i : i + batch_size].to(dev)).float().cpu() for i in range(0, n, batch_size)
-    ]
-    cfg = model.config
-    return torch.cat(parts) if parts else torch.zeros(0, cfg.in_channels, cfg.in_size, cfg.in_size)

@@ -24,9 +24,11 @@ from helpers.reference import (
     ORIGINAL_TRAIN_IMAGES,
     PAPER_EPOCHS,
 )
+from helpers.results import write_results
 from helpers.train import TrainConfig, TrainResult, fit
 
 FIGURE_FILES = {"mse": "fig03_loss_mse.png", "bce": "fig04_loss_bce.png"}
+NOTEBOOKS = {"mse": "03", "bce": "04"}  # the notebook that trains each model
 TERMS = ("recon", "kld", "total")
 
 
@@ -102,9 +104,17 @@ def entropy_floor(images: np.ndarray) -> float:
     return float((np.bincount(images.ravel(), minlength=256) * entropy).sum() / images.size)
 
 
-def save_outputs(paths: RunPaths, loss: str, final: pd.DataFrame) -> None:
-    """Write the final-loss table and print where the notebook's files are."""
+def save_outputs(paths: RunPaths, loss: str, final: pd.DataFrame, history: pd.DataFrame) -> None:
+    """Write the final-loss table and the results, and print where the notebook's files are."""
     atomic_write_csv(paths.tables / f"final_loss_{loss}.csv", final, index=True)
+    per_image = final["this run, per image"]
+    results = {
+        "epochs": len(history),
+        "final_per_image": {term: per_image.iloc[i] for i, term in enumerate(TERMS)},
+        "images_per_s": history["images_per_s"].median(),
+        "seconds": history["seconds"].sum(),
+    }
+    write_results(paths.root, NOTEBOOKS[loss], results)
     print(f"checkpoint: {paths.checkpoint(loss)}")
     print(f"history:    {paths.history(loss)}")
     print(f"figure:     {paths.figures / FIGURE_FILES[loss]}")

@@ -14,9 +14,15 @@ from conftest import run_notebook
 from PIL import Image
 
 from helpers import ablations as ab
-from helpers import paths
-from helpers.kvasir import ALL_CLASSES
-from helpers.preprocess import FLIPS, apply_flip, crop_resize, load_split, preprocess
+from helpers import artifacts, params, paths, plots, stats
+from helpers import processed as proc
+from helpers.classes import ALL_CLASSES
+from helpers.images import FLIPS, apply_flip, crop_resize
+from helpers.model import EndoVAE, EndoVAEConfig
+from helpers.narrative import ablations as ablation_text
+from helpers.preprocess import preprocess
+from helpers.processed import load_split
+from helpers.train import TrainConfig, fit
 
 GREEN = (20, 128, 106)  # the position box colour of Kvasir (and of the embedded generator)
 
@@ -62,17 +68,17 @@ def _manifest(n_sources: int, flips=FLIPS, group="normal") -> pd.DataFrame:
 
 
 def test_parse_list_reads_values_and_names_the_parameter_on_errors():
-    assert ab.parse_list(" 6, 32,128 ", "latent_dims", int) == [6, 32, 128]
-    assert ab.parse_list("0.1,1,4", "betas", float) == [0.1, 1.0, 4.0]
+    assert params.parse_list(" 6, 32,128 ", "latent_dims", int) == [6, 32, 128]
+    assert params.parse_list("0.1,1,4", "betas", float) == [0.1, 1.0, 4.0]
     for bad in ("", "6,,32", "6,x", "6,6", "1.5"):
         with pytest.raises(ValueError, match="latent_dims"):
-            ab.parse_list(bad, "latent_dims", int)
+            params.parse_list(bad, "latent_dims", int)
     with pytest.raises(ValueError, match="betas"):
-        ab.parse_list("0.1,inf", "betas", float)
+        params.parse_list("0.1,inf", "betas", float)
 
 
 def test_validate_params_names_the_bad_parameter():
-    ab.validate_params(abl_epochs=1, polyp_train_share=0.5, abl_lr=1e-3, n_boot=100)
+    params.check_all(abl_epochs=1, polyp_train_share=0.5, abl_lr=1e-3, n_boot=100)
     for name, value in (
         ("abl_epochs", 0),
         ("abl_batch_size", 1.5),
@@ -81,7 +87,7 @@ def test_validate_params_names_the_bad_parameter():
         ("n_boot", 10),
     ):
         with pytest.raises(ValueError, match=name):
-            ab.validate_params(**{name: value})
+            params.check_all(**{name: value})
 
 
 def test_make_arms_shares_one_baseline_across_studies():
@@ -112,16 +118,16 @@ def test_make_arms_shares_one_baseline_across_studies():
 
 def test_assert_disjoint_sources_detects_a_shared_source():
     a, b = _manifest(3), _manifest(5).iloc[12:]
-    ab.assert_disjoint_sources(a, b, "x")
+    proc.assert_disjoint_sources(a, b, "x")
     with pytest.raises(ValueError, match="1 source frame"):
-        ab.assert_disjoint_sources(a, _manifest(5).iloc[8:], "x")
+        proc.assert_disjoint_sources(a, _manifest(5).iloc[8:], "x")
 
 
 def test_held_out_split_of_a_fresh_manifest_is_disjoint_by_source(processed):
     _, train = load_split(processed, "normal", "train")
     _, test = load_split(processed, "normal", "test")
     assert len(test) > 0 and len(train) > 0
-    ab.assert_disjoint_sources(train, test, "train vs test")
+    proc.assert_disjoint_sources(train, test, "train vs test")
     # all four flips of a source land on the same side
     assert (train.groupby("source_id").size() == 4).all()
     assert (test.groupby("source_id").size() == 4).all()
@@ -133,35 +139,35 @@ def test_held_out_split_of_tiny_run_is_disjoint_by_source(tiny_run):
     _, train = load_split(processed_dir, "normal", "train")
     _, test = load_split(processed_dir, "normal", "test")
     assert len(test) > 0
-    ab.assert_disjoint_sources(train, test, "tiny_run train vs test")
+    proc.assert_disjoint_sources(train, test, "tiny_run train vs test")
     data = ab.load_ablation_data(processed_dir, polyp_share=0.5, seed=0, max_train_images=0)
-    ab.assert_disjoint_sources(data.polyp_pool_rows, data.polyp_eval_rows, "pool vs eval")
+    proc.assert_disjoint_sources(data.polyp_pool_rows, data.polyp_eval_rows, "pool vs eval")
 
 
 def test_polyp_pool_split_is_disjoint_seeded_and_sized():
     manifest = _manifest(20, flips=("none",), group="polyps")
-    pool, held = ab.polyp_pool_split(manifest, 0.5, seed=3)
+    pool, held = proc.polyp_pool_split(manifest, 0.5, seed=3)
     assert len(pool) == 10 and len(held) == 10
     assert set(pool).isdisjoint(held) and set(pool) | set(held) == set(range(20))
-    ab.assert_disjoint_sources(manifest.iloc[pool], manifest.iloc[held], "pool vs eval")
-    again, _ = ab.polyp_pool_split(manifest, 0.5, seed=3)
-    other, _ = ab.polyp_pool_split(manifest, 0.5, seed=4)
+    proc.assert_disjoint_sources(manifest.iloc[pool], manifest.iloc[held], "pool vs eval")
+    again, _ = proc.polyp_pool_split(manifest, 0.5, seed=3)
+    other, _ = proc.polyp_pool_split(manifest, 0.5, seed=4)
     assert np.array_equal(pool, again) and not np.array_equal(pool, other)
     # with several images per source, a source never straddles the split
     flipped = _manifest(8, group="polyps")
-    pool, held = ab.polyp_pool_split(flipped, 0.25, seed=0)
+    pool, held = proc.polyp_pool_split(flipped, 0.25, seed=0)
     assert len(pool) == 8  # 2 of 8 sources x 4 flips
-    ab.assert_disjoint_sources(flipped.iloc[pool], flipped.iloc[held], "pool vs eval")
+    proc.assert_disjoint_sources(flipped.iloc[pool], flipped.iloc[held], "pool vs eval")
     for share in (0.0, 1.0):
         with pytest.raises(ValueError, match="polyp_train_share"):
-            ab.polyp_pool_split(manifest, share, seed=0)
+            proc.polyp_pool_split(manifest, share, seed=0)
 
 
 def test_load_ablation_data_keeps_sets_apart_and_flips_the_pool(processed):
     data = ab.load_ablation_data(processed, polyp_share=0.5, seed=0, max_train_images=20)
     assert data.n_train == 20 and data.n_healthy_train_all > 20
-    ab.assert_disjoint_sources(data.healthy_train_rows, data.healthy_test_rows, "healthy")
-    ab.assert_disjoint_sources(data.polyp_pool_rows, data.polyp_eval_rows, "polyps")
+    proc.assert_disjoint_sources(data.healthy_train_rows, data.healthy_test_rows, "healthy")
+    proc.assert_disjoint_sources(data.polyp_pool_rows, data.polyp_eval_rows, "polyps")
     assert (data.polyp_pool_rows.groupby("source_id")["flip"].apply(set) == set(FLIPS)).all()
     # each pool image is the flip of its source's unflipped polyp image
     polyps, rows = load_split(processed, "polyps")
@@ -183,7 +189,7 @@ def test_load_ablation_data_keeps_sets_apart_and_flips_the_pool(processed):
 def test_mask_blacks_out_exactly_the_artifact_regions():
     rng = np.random.default_rng(0)
     img = rng.integers(1, 256, (1, 96, 96, 3), dtype=np.uint8)  # no zero pixels
-    out = ab.mask_artifacts(img, "none")
+    out = artifacts.mask_artifacts(img, "none")
     zero = (out[0] == 0).all(axis=-1)
     # text strip top-left, box bottom-left; tissue in the centre and on the right untouched
     assert zero[0, 0] and zero[40, 10] and zero[95, 0] and zero[95, 30]
@@ -197,12 +203,12 @@ def test_mask_blacks_out_exactly_the_artifact_regions():
 def test_mask_follows_the_flip_of_each_image(flip):
     rng = np.random.default_rng(1)
     img = rng.integers(1, 256, (96, 96, 3), dtype=np.uint8)
-    masked_then_flipped = apply_flip(ab.mask_artifacts(img[None], "none")[0], flip)
-    flipped_then_masked = ab.mask_artifacts(apply_flip(img, flip)[None], [flip])[0]
+    masked_then_flipped = apply_flip(artifacts.mask_artifacts(img[None], "none")[0], flip)
+    flipped_then_masked = artifacts.mask_artifacts(apply_flip(img, flip)[None], [flip])[0]
     assert np.array_equal(masked_then_flipped, flipped_then_masked)
     # the float N x 3 x H x W path masks the same pixels
     x = torch.from_numpy(apply_flip(img, flip)).permute(2, 0, 1)[None].float() / 255
-    y = ab.mask_artifacts(x, [flip])
+    y = artifacts.mask_artifacts(x, [flip])
     assert torch.equal((y[0] == 0).all(0), torch.from_numpy((flipped_then_masked == 0).all(-1)))
 
 
@@ -222,14 +228,14 @@ def test_green_box_detector_on_constructed_images():
     black = np.zeros_like(tissue)
     grey = _frame((128, 128, 128))
     images = np.stack([tissue, box_bl, half, box_tr, black, grey])
-    assert ab.green_box_flags(images).tolist() == [False, True, True, True, False, False]
-    only_bl = ab.green_box_flags(images, corners=("bl",))
+    assert artifacts.green_box_flags(images).tolist() == [False, True, True, True, False, False]
+    only_bl = artifacts.green_box_flags(images, corners=("bl",))
     assert only_bl.tolist() == [False, True, True, False, False, False]
-    assert ab.green_box_rate(images) == pytest.approx(0.5)
-    masked = ab.mask_artifacts(box_bl[None], "none")
-    assert not ab.green_box_flags(masked)[0]
+    assert artifacts.green_box_flags(images).mean() == pytest.approx(0.5)
+    masked = artifacts.mask_artifacts(box_bl[None], "none")
+    assert not artifacts.green_box_flags(masked)[0]
     with pytest.raises(ValueError, match="corners"):
-        ab.green_box_flags(images, corners=("top",))
+        artifacts.green_box_flags(images, corners=("top",))
 
 
 def test_green_box_detector_agrees_with_the_frames_it_was_drawn_on():
@@ -242,7 +248,7 @@ def test_green_box_detector_agrees_with_the_frames_it_was_drawn_on():
             pixels = np.asarray(frame).astype(int)
             near = (np.abs(pixels - np.array(GREEN)).max(axis=-1) < 20).sum()
             truth.append(near > 0.01 * pixels.shape[0] * pixels.shape[1])
-            flags.append(ab.green_box_flags(crop_resize(frame, 0.95, 96)[None])[0])
+            flags.append(artifacts.green_box_flags(crop_resize(frame, 0.95, 96)[None])[0])
     assert any(truth), "no frame with a position box among the drawn ones"
     assert flags == truth
 
@@ -252,32 +258,29 @@ def test_green_box_detector_agrees_with_the_frames_it_was_drawn_on():
 
 def test_anomaly_auc_on_constructed_scores():
     healthy, polyps = [0.0, 1.0, 2.0, 3.0], [2.5, 4.0, 5.0]
-    assert ab.anomaly_auc(healthy, polyps) == pytest.approx(11 / 12)
-    assert ab.anomaly_auc([1.0, 2.0], [1.0, 2.0]) == pytest.approx(0.5)  # ties count one half
-    assert ab.anomaly_auc([3.0, 4.0], [1.0, 2.0]) == 0.0
-    low, high = ab.auc_bootstrap_ci([0, 1, 2], [5, 6, 7], n_boot=200)
+    assert stats.anomaly_auc(healthy, polyps) == pytest.approx(11 / 12)
+    assert stats.anomaly_auc([1.0, 2.0], [1.0, 2.0]) == pytest.approx(0.5)  # ties count one half
+    assert stats.anomaly_auc([3.0, 4.0], [1.0, 2.0]) == 0.0
+    low, high = stats.auc_bootstrap_ci([0, 1, 2], [5, 6, 7], n_boot=200)
     assert low == high == 1.0
     rng = np.random.default_rng(0)
     h, p = rng.normal(0, 1, 200), rng.normal(1, 1, 200)
-    auc = ab.anomaly_auc(h, p)
-    low, high = ab.auc_bootstrap_ci(h, p, n_boot=300, seed=1)
+    auc = stats.anomaly_auc(h, p)
+    low, high = stats.auc_bootstrap_ci(h, p, n_boot=300, seed=1)
     assert low < auc < high and 0.65 < auc < 0.85 and high - low < 0.2
     # clustering flipped copies (4 per source) widens the interval
     hg, pg = np.repeat(np.arange(50), 4), np.repeat(np.arange(50), 4)
     h4, p4 = np.repeat(h[:50], 4), np.repeat(p[:50], 4)
-    naive = ab.auc_bootstrap_ci(h4, p4, n_boot=300, seed=1)
-    grouped = ab.auc_bootstrap_ci(h4, p4, n_boot=300, seed=1, healthy_groups=hg, polyp_groups=pg)
+    naive = stats.auc_bootstrap_ci(h4, p4, n_boot=300, seed=1)
+    grouped = stats.auc_bootstrap_ci(h4, p4, n_boot=300, seed=1, healthy_groups=hg, polyp_groups=pg)
     assert grouped[1] - grouped[0] > 1.4 * (naive[1] - naive[0])
-    fpr, tpr = ab.roc_points(healthy, polyps)
+    fpr, tpr = stats.roc_points(healthy, polyps)
     assert fpr[0] == tpr[0] == 0 and fpr[-1] == tpr[-1] == 1
     with pytest.raises(ValueError, match="polyp_scores"):
-        ab.anomaly_auc([1.0], [])
+        stats.anomaly_auc([1.0], [])
 
 
 def test_healthy_only_vae_flags_clearly_different_images():
-    from helpers.model import EndoVAEConfig
-    from helpers.train import TrainConfig, fit
-
     rng = np.random.default_rng(0)
     size = 32
     healthy = np.clip(
@@ -291,19 +294,17 @@ def test_healthy_only_vae_flags_clearly_different_images():
         healthy[:48], TrainConfig(epochs=15, batch_size=16, seed=0, precision="fp32"),
         model_config=cfg, device="cpu", progress=False,
     ).model  # fmt: skip
-    h_scores = ab.anomaly_scores(model, healthy[48:], device="cpu")
-    p_scores = ab.anomaly_scores(model, polyps, device="cpu")
+    h_scores = ab.score_images(model, healthy[48:], device="cpu")[list(ab.ANOMALY_SCORES)]
+    p_scores = ab.score_images(model, polyps, device="cpu")[list(ab.ANOMALY_SCORES)]
     assert list(h_scores.columns) == ["mse", "kld", "elbo"]
-    assert ab.anomaly_auc(h_scores["mse"], p_scores["mse"]) > 0.9
-    assert ab.anomaly_auc(h_scores["elbo"], p_scores["elbo"]) > 0.9
+    assert stats.anomaly_auc(h_scores["mse"], p_scores["mse"]) > 0.9
+    assert stats.anomaly_auc(h_scores["elbo"], p_scores["elbo"]) > 0.9
     # the ELBO-like score is the squared-error sum plus the KLD
     expected = h_scores["mse"] * 3 * size * size + h_scores["kld"]
     assert np.allclose(h_scores["elbo"], expected, rtol=1e-5)
 
 
 def test_masked_scoring_ignores_the_masked_pixels():
-    from helpers.model import EndoVAE, EndoVAEConfig
-
     torch.manual_seed(0)
     model = EndoVAE(EndoVAEConfig(enc_channels=(4,) * 6, hidden_dim=8, dec_channels=(4,) * 6))
     rng = np.random.default_rng(2)
@@ -341,8 +342,8 @@ def test_study_table_pairs_by_image_and_reports_the_change():
     assert better["d_psnr_mean"] == pytest.approx(0.5)
     assert better["d_psnr_ci_low"] == pytest.approx(0.5) == better["d_psnr_ci_high"]
     assert better["psnr_ci_low"] < 20.5 < better["psnr_ci_high"]
-    assert "higher" in ab.study_text(table, "baseline")
-    shown = ab.format_study(table, "baseline")
+    assert "higher" in ablation_text.study_text(table, "baseline")
+    shown = ablation_text.format_study(table, "baseline")
     assert shown.loc["base", "Δ PSNR [95 % CI]"] == "reference"
 
 
@@ -443,9 +444,9 @@ def test_collapse_note_names_only_the_collapsed_arms():
     )
     means = ab.mean_kld(per_image)
     assert means == pytest.approx({"baseline": 0.2, "latent32": 12.0})
-    note = ab.collapse_text(means, {"baseline": "base", "latent32": "latent 32"})
+    note = ablation_text.collapse_text(means, {"baseline": "base", "latent32": "latent 32"})
     assert "1 of 2 arms" in note and "base 0.20" in note and "latent 32" not in note
-    assert ab.collapse_text({"latent32": 12.0}, {}) == ""
+    assert ablation_text.collapse_text({"latent32": 12.0}, {}) == ""
 
 
 def test_loss_curves_switch_to_log_scale_for_wide_ranges(tmp_path):
@@ -459,7 +460,7 @@ def test_loss_curves_switch_to_log_scale_for_wide_ranges(tmp_path):
             {"epoch": [1, 2], "recon": [6.0, 5.0], "kld": [3.0, 1.0], "total": [9.0, 6.0]}
         ),
     }
-    fig = ab.plot_histories(hist, path=tmp_path / "curves.png")
+    fig = plots.plot_histories(hist, path=tmp_path / "curves.png")
     scales = [ax.get_yscale() for ax in fig.axes]
     plt.close(fig)
     assert scales == ["linear", "log", "linear"] and (tmp_path / "curves.png").is_file()

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from helpers import classifier
+from helpers.narrative import classifier as classifier_text
 
 
 @pytest.fixture
@@ -174,10 +175,10 @@ def test_table3_and_discussion_text():
     assert list(table.columns[:2]) == ["Classifier for MSE VAE", "Classifier for BCE VAE"]
     assert table.loc["Accuracy", "Original: MSE VAE"] == 0.995
     assert table.loc["AUC", "Classifier for BCE VAE"] == 0.97
-    text = classifier.discussion_text(results)
+    text = classifier_text.discussion_text(results)
     assert "accuracy 0.950 on the 40 test images (2 errors)" in text
     assert "one error moves the accuracy by 2.5 points" in text
     assert "For the BCE VAE the accuracy lags" in text and "MSE VAE the accuracy lags" not in text
     assert "trained from scratch" in text
     results["MSE"]["pretrained"] = results["BCE"]["pretrained"] = True
-    assert "from scratch" not in classifier.discussion_text(results)
+    assert "from scratch" not in classifier_text.discussion_text(results)

@@ -15,9 +15,9 @@ import pytest
 
 from helpers import metrics, paths, preprocess, report
 from helpers.checkpoint import load_checkpoint
+from helpers.infer import decode_samples, reconstruct
 from helpers.narrative.summary import format_metric
 from helpers.results import read_results
-from helpers.train import decode_samples, reconstruct
 
 pytestmark = pytest.mark.slow
 

@@ -18,6 +18,7 @@ import torch
 
 from helpers import generate
 from helpers.checkpoint import save_checkpoint
+from helpers.fingerprint import file_digest
 from helpers.model import EndoVAE
 from helpers.paths import PROJECT_ROOT
 
@@ -77,7 +78,7 @@ def test_writes_exactly_n_files_and_a_complete_manifest(ckpt, tmp_path):
     assert manifest["index"].tolist() == list(range(7))
     assert (manifest["file"] == [f"polyps_{i:06d}.png" for i in range(7)]).all()
     assert set(manifest["class"]) == {"polyps"} and set(manifest["seed"]) == {1}
-    assert set(manifest["checkpoint_sha256"]) == {generate.file_sha256(ckpt)}
+    assert set(manifest["checkpoint_sha256"]) == {file_digest(ckpt)}
     assert set(manifest["temperature"]) == {0.5}
     z = np.array([[float(v) for v in s.split()] for s in manifest["z"]])
     assert np.allclose(z, generate.latents(range(7), 6, seed=1, temperature=0.5).numpy(), atol=1e-5)
@@ -176,7 +177,7 @@ def test_safetensors_round_trip_gives_identical_outputs(ckpt, tmp_path):
     assert card["training"]["final_losses_per_batch"]["recon"] == 640.0
     assert card["training"]["final_losses_per_image"]["kld"] == 1.0
     assert card["architecture"]["latent_dim"] == 6 and card["metrics"] == {"auc": 0.9}
-    assert card["weights_sha256"] == generate.file_sha256(out)
+    assert card["weights_sha256"] == file_digest(out)
     generate.generate_images(out, 3, tmp_path / "a", seed=1, progress=False)
     generate.generate_images(ckpt, 3, tmp_path / "b", seed=1, progress=False)
     pngs = [{k: v for k, v in _files(tmp_path / d).items() if k.endswith(".png")} for d in "ab"]

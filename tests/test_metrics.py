@@ -11,7 +11,8 @@ import pytest
 import torch
 from PIL import Image, ImageFilter
 
-from helpers import metrics
+from helpers import metrics, stats
+from helpers.narrative import reconstruction as reconstruction_text
 
 
 def _random_pair(n=6, size=(96, 96), noise=0.1, seed=0):
@@ -93,27 +94,27 @@ def test_bootstrap_ci_contains_mean_and_narrows_with_n():
     rng = np.random.default_rng(42)
     small, large = rng.normal(10, 2, 20), rng.normal(10, 2, 2000)
     for values in (small, large):
-        low, high = metrics.bootstrap_ci(values)
+        low, high = stats.bootstrap_ci(values)
         assert low < values.mean() < high
-    width = lambda v: np.subtract(*metrics.bootstrap_ci(v)[::-1])  # noqa: E731
+    width = lambda v: np.subtract(*stats.bootstrap_ci(v)[::-1])  # noqa: E731
     assert width(large) < width(small) / 5
     normal_theory = 2 * 1.959964 * large.std(ddof=1) / math.sqrt(large.size)
     assert width(large) == pytest.approx(normal_theory, rel=0.15)
-    assert metrics.bootstrap_ci(small, seed=3) == metrics.bootstrap_ci(small, seed=3)
+    assert stats.bootstrap_ci(small, seed=3) == stats.bootstrap_ci(small, seed=3)
 
 
 def test_bootstrap_and_summary_errors():
     with pytest.raises(ValueError, match="at least one"):
-        metrics.bootstrap_ci([])
+        stats.bootstrap_ci([])
     with pytest.raises(ValueError, match="non-finite"):
-        metrics.summarize([1.0, float("inf")])
+        stats.summarize([1.0, float("inf")])
     with pytest.raises(ValueError, match="ci="):
-        metrics.bootstrap_ci([1.0, 2.0], ci=1.5)
+        stats.bootstrap_ci([1.0, 2.0], ci=1.5)
 
 
 def test_summarize_uses_sample_std():
     values = [16.1, 14.9, 19.3, 17.7, 12.2]
-    s = metrics.summarize(values)
+    s = stats.summarize(values)
     assert s["std"] == pytest.approx(statistics.stdev(values))
     assert s["mean"] == pytest.approx(statistics.fmean(values))
     assert s["n"] == 5 and s["ci_low"] < s["mean"] < s["ci_high"]
@@ -123,10 +124,10 @@ def test_paired_difference():
     rng = np.random.default_rng(0)
     b = rng.normal(16, 2, 50)
     a = b + 0.5 + rng.normal(0, 0.1, 50)
-    out = metrics.paired_difference(a, b)
+    out = stats.paired_difference(a, b)
     assert out["mean"] == pytest.approx(np.mean(a - b))
     assert out["ci_excludes_zero"] and out["share_a_better"] == 1.0
-    same = metrics.paired_difference(b + rng.normal(0, 0.1, 50), b)
+    same = stats.paired_difference(b + rng.normal(0, 0.1, 50), b)
     assert not same["ci_excludes_zero"]
 
 
@@ -190,7 +191,7 @@ def _two_model_table(shift=0.5, seed=3):
 
 def test_discussion_text_reports_this_runs_numbers():
     per_image = _two_model_table()
-    text = metrics.discussion_text(
+    text = reconstruction_text.discussion_text(
         per_image, "polyps (20 random)", ["healthy (held-out)"], {"MSE": 5, "BCE": 5}, True
     )
     mse_mean = per_image[(per_image.model == "MSE") & (per_image.images == "polyps (20 random)")]
@@ -199,7 +200,7 @@ def test_discussion_text_reports_this_runs_numbers():
     assert "equal at this precision" in text  # SSIM identical for both models
     assert "reconstruct the unseen polyps worse" in text  # healthy at 18 dB vs polyps at 15 dB
     assert "Kvasir-like" in text and "MSE: 5, BCE: 5 epochs" in text
-    quiet = metrics.discussion_text(
+    quiet = reconstruction_text.discussion_text(
         per_image, "polyps (20 random)", [], {"MSE": 3000, "BCE": 3000}, False
     )
     assert "Kvasir-like" not in quiet and "epochs" not in quiet and "Healthy vs" not in quiet
@@ -240,5 +241,19 @@ def test_edge_energy_lower_for_blurred_images():
     x, _ = _random_pair(n=3)
     blurred = torch.nn.functional.avg_pool2d(x, 5, stride=1, padding=2)
     assert (metrics.edge_energy(blurred) < metrics.edge_energy(x)).all()
-    text = metrics.samples_text({"MSE": blurred}, x)
+    text = reconstruction_text.samples_text({"MSE": blurred}, x)
     assert "MSE model's 3 samples" in text
+
+
+def test_one_bootstrap_is_seeded_and_shared_by_every_interval():
+    values = np.random.default_rng(5).normal(10, 2, 40)
+    low, high = stats.bootstrap_ci(values, n_boot=500, seed=7)
+    assert (low, high) == stats.bootstrap_ci(values, n_boot=500, seed=7)
+    assert low < values.mean() < high
+    assert (low, high) != stats.bootstrap_ci(values, n_boot=500, seed=8)
+    # paired and unpaired differences draw from the same resampler
+    paired = stats.paired_difference(values, np.zeros_like(values), n_boot=500, seed=7)
+    assert (paired["ci_low"], paired["ci_high"]) == (low, high)
+    unpaired = stats.unpaired_difference(values, [0.0], n_boot=500, seed=7)
+    assert (unpaired["ci_low"], unpaired["ci_high"]) == (low, high)
+    assert unpaired["mean"] == pytest.approx(values.mean())

@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from helpers import infer
 from helpers.diagram import draw_architecture, layer_table, trace_layers
 from helpers.model import EndoVAE, EndoVAEConfig, count_parameters
 
@@ -47,7 +48,7 @@ def test_output_shapes():
     assert logits.shape == (2, 3, 96, 96) and torch.equal(mu, mu2)
     recon = model.reconstruct(x)
     assert recon.shape == (2, 3, 96, 96) and 0 <= recon.min() and recon.max() <= 1
-    samples = model.sample(3, generator=torch.Generator().manual_seed(0))
+    samples = infer.decode_samples(model, 3, seed=0)
     assert samples.shape == (3, 3, 96, 96)
 
 

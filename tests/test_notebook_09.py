@@ -93,9 +93,10 @@ def test_no_synthetic_frame_from_a_model_that_saw_a_test_frame(run09):
     digest of exactly the training sources of the split (so it saw no test frame)."""
     from helpers.ablations import flipped_variants
     from helpers.checkpoint import read_checkpoint
-    from helpers.generate import file_sha256
-    from helpers.preprocess import load_split
-    from helpers.train import data_fingerprint, images_to_tensor
+    from helpers.fingerprint import file_digest
+    from helpers.infer import images_to_tensor
+    from helpers.processed import load_split
+    from helpers.train import data_fingerprint
 
     run, _ = run09
     split = pd.read_csv(run.tables / "synthetic_split.csv")
@@ -112,7 +113,7 @@ def test_no_synthetic_frame_from_a_model_that_saw_a_test_frame(run09):
     for cls in ("healthy", "polyps"):
         ckpt = run.checkpoints / prov.loc[cls, "checkpoint"]
         manifest = pd.read_csv(run.root / "synthetic" / cls / "manifest.csv")
-        assert set(manifest["checkpoint_sha256"]) == {file_sha256(ckpt)}
+        assert set(manifest["checkpoint_sha256"]) == {file_digest(ckpt)}
         assert manifest["index"].tolist() == list(range(len(manifest)))
         data = read_checkpoint(ckpt)["extra"]["data"]
         assert data["fingerprint"] == data_fingerprint(images_to_tensor(expected[cls])), cls

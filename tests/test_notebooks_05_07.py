@@ -30,7 +30,7 @@ TINY = {
 
 def _write_fake_frames(root, n=12):
     """Kvasir-like class folders of small random smooth RGB frames (healthy classes + polyps)."""
-    from helpers.kvasir import ALL_CLASSES
+    from helpers.classes import ALL_CLASSES
 
     rng = np.random.default_rng(0)
     dirs = {}
@@ -140,7 +140,7 @@ def test_notebooks_05_07_run(eval_run):
 
     from helpers.checkpoint import load_checkpoint
     from helpers.metrics import psnr_skimage, ssim_skimage
-    from helpers.preprocess import load_split, to_tensor
+    from helpers.processed import load_split, to_tensor
 
     run = paths.RunPaths(eval_run)
     for name in NOTEBOOKS:

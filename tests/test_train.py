@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 import torch
 
-from helpers import train
+from helpers import infer, train
 from helpers.checkpoint import load_checkpoint
+from helpers.losses import kld
 from helpers.model import EndoVAE, EndoVAEConfig
 from helpers.train import TrainConfig, fit
 
@@ -119,6 +120,24 @@ def test_resume_returns_finished_checkpoint_and_grows_epochs(tmp_path):
         assert torch.equal(again.model.state_dict()[key], value)
     more = fit(images, TrainConfig(epochs=3, batch_size=8), **kwargs)
     assert more.resumed_from_epoch == 2 and list(more.history["epoch"]) == [1, 2, 3]
+
+
+def test_checkpoints_with_the_old_data_fingerprint_still_resume(tmp_path):
+    ckpt = tmp_path / "m.pt"
+    images = smooth_images(8, 16)
+    kwargs = {"model_config": TINY, "checkpoint_path": ckpt, "device": "cpu", "progress": False}
+    fit(images, TrainConfig(epochs=1, batch_size=8), **kwargs)
+    state = torch.load(ckpt, weights_only=False)
+    tensor = infer.images_to_tensor(images, TINY.in_channels, TINY.in_size)
+    old = train._legacy_fingerprint(tensor)
+    assert len(old) == train.LEGACY_DIGEST_CHARS != len(train.data_fingerprint(tensor))
+    state["extra"]["data"]["fingerprint"] = old  # as written before the one digest scheme
+    torch.save(state, ckpt)
+    assert fit(images, TrainConfig(epochs=2, batch_size=8), **kwargs).resumed_from_epoch == 1
+    state["extra"]["data"]["fingerprint"] = "0" * train.LEGACY_DIGEST_CHARS  # other images
+    torch.save(state, ckpt)
+    with pytest.raises(ValueError, match="training images"):
+        fit(images, TrainConfig(epochs=3, batch_size=8), **kwargs)
 
 
 def test_resume_with_other_settings_is_refused(tmp_path):
@@ -236,19 +255,19 @@ def test_reconstruct_and_decode_samples_shapes_and_determinism():
     torch.manual_seed(0)
     model = EndoVAE(TINY)
     images = smooth_images(5, 16)
-    recon = train.reconstruct(model, images, batch_size=2)
+    recon = infer.reconstruct(model, images, batch_size=2)
     assert recon.dtype == torch.uint8 and tuple(recon.shape) == (5, 16, 16, 3)
     floats = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
-    recon_f = train.reconstruct(model, floats, batch_size=4)
+    recon_f = infer.reconstruct(model, floats, batch_size=4)
     assert recon_f.dtype == torch.float32 and tuple(recon_f.shape) == (5, 3, 16, 16)
     assert torch.allclose(recon_f, model.eval().reconstruct(floats), atol=1e-6)
     assert torch.equal(recon, (recon_f * 255).round().to(torch.uint8).permute(0, 2, 3, 1))
-    samples = train.decode_samples(model, 7, seed=3, batch_size=3)
+    samples = infer.decode_samples(model, 7, seed=3, batch_size=3)
     assert tuple(samples.shape) == (7, 3, 16, 16)
     assert 0 <= samples.min() and samples.max() <= 1
-    assert torch.equal(samples, train.decode_samples(model, 7, seed=3, batch_size=3))
-    assert torch.allclose(samples, train.decode_samples(model, 7, seed=3), atol=1e-6)
-    assert not torch.equal(samples, train.decode_samples(model, 7, seed=4))
+    assert torch.equal(samples, infer.decode_samples(model, 7, seed=3, batch_size=3))
+    assert torch.allclose(samples, infer.decode_samples(model, 7, seed=3), atol=1e-6)
+    assert not torch.equal(samples, infer.decode_samples(model, 7, seed=4))
 
 
 @pytest.mark.slow
@@ -270,3 +289,18 @@ def test_fewer_epochs_than_the_checkpoint_stop_with_a_clear_message(tmp_path):
     assert (tmp_path / "m.csv").read_bytes() == history
     with pytest.raises(ValueError, match="epochs"):
         TrainConfig(epochs=0)
+
+
+def test_infer_reconstruct_matches_the_model_and_kld_per_image_sums_to_the_loss():
+    torch.manual_seed(0)
+    model = EndoVAE(TINY).eval()
+    x = torch.from_numpy(smooth_images(5, 16)).permute(0, 3, 1, 2).float() / 255
+    with torch.no_grad():
+        mu, logvar = model.encode(x)
+        expected = model.decode(mu)
+    recon, per_image = infer.reconstruct_with_kld(model, x, batch_size=2)
+    assert torch.allclose(recon, expected, atol=1e-6)
+    assert torch.allclose(infer.reconstruct(model, x, batch_size=2), expected, atol=1e-6)
+    assert per_image.shape == (5,) and (per_image >= 0).all()
+    assert torch.allclose(per_image.sum(), kld(mu, logvar), rtol=1e-5)
+    assert infer.model_device(model) == torch.device("cpu")
