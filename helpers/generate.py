@@ -42,7 +42,7 @@ from helpers.infer import decode, images_to_tensor, to_uint8_nhwc
 from helpers.model import EndoVAE, EndoVAEConfig, count_parameters
 from helpers.progress import report_progress
 from helpers.runtime import get_device
-from helpers.train import RESUMABLE_CHANGES, TrainConfig, data_fingerprint, fit
+from helpers.train import RESUMABLE_CHANGES, TrainConfig, data_fingerprint, fit, same_images
 
 MANIFEST_NAME = "manifest.csv"
 STAMP_NAME = "generate.json"
@@ -445,10 +445,8 @@ def trained_on(
     state = read_checkpoint(path)
     data = (state.get("extra") or {}).get("data") or {}
     tensor = images_to_tensor(images)
-    if {k: data.get(k) for k in ("n_images", "fingerprint")} != {
-        "n_images": len(tensor),
-        "fingerprint": data_fingerprint(tensor),
-    }:
+    current = {"n_images": len(tensor), "fingerprint": data_fingerprint(tensor)}
+    if not same_images({k: data.get(k) for k in current}, current, tensor):
         return False
     saved = state.get("train_config") or {}
     keys = [k for k in (train_config or {}) if k not in RESUMABLE_CHANGES]

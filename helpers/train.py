@@ -126,7 +126,7 @@ def _legacy_fingerprint(data: torch.Tensor) -> str:
     return digest.hexdigest()
 
 
-def _same_images(saved: dict, data_info: dict, data: torch.Tensor) -> bool:
+def same_images(saved: dict, data_info: dict, data: torch.Tensor) -> bool:
     """True when a checkpoint's data record names these images (old-style records too)."""
     old = str(saved.get("fingerprint", ""))
     if len(old) == LEGACY_DIGEST_CHARS and old == _legacy_fingerprint(data):
@@ -196,7 +196,7 @@ def _load_resume_state(
     state = read_checkpoint(path)
     diffs = _config_mismatch(state, tcfg, mcfg)
     saved = state.get("extra", {}).get("data")
-    if saved is not None and not _same_images(saved, data_info, data):
+    if saved is not None and not same_images(saved, data_info, data):
         diffs.append(f"training images: {saved} -> {data_info}")
     if diffs:
         raise ValueError(
