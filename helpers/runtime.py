@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import platform
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 
 from helpers.atomic import atomic_write_text
+from helpers.fingerprint import bytes_digest
 
 DEVICE_CHOICES = ("auto", "cuda", "mps", "cpu")
 
@@ -146,7 +146,7 @@ def cache_dir() -> Path:
 
 def machine_key(device: torch.device, batch_size: int, task: str = "endovae") -> str:
     """What a measured speed depends on: task, device, CPU flags, torch, threads, batch size."""
-    flags = hashlib.blake2b(" ".join(sorted(cpu_flags())).encode(), digest_size=6).hexdigest()
+    flags = bytes_digest(" ".join(sorted(cpu_flags())).encode())[:12]
     return (f"{task} | {describe_device(device)} | flags {flags} | torch {torch.__version__} | "
             f"{torch.get_num_threads()} threads | batch {batch_size}")  # fmt: skip
 
