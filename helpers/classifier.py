@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import os
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -24,11 +25,13 @@ from sklearn.metrics import roc_auc_score, roc_curve
 from torch import nn
 from torchvision.models import resnet18
 
-from helpers.infer import model_device
-from helpers.paths import display_path
+from helpers.atomic import atomic_write_csv
+from helpers.infer import model_device, reconstruct
+from helpers.paths import RunPaths, display_path
 from helpers.progress import report_progress
 from helpers.reference import ORIGINAL_TABLE3
 from helpers.runtime import Precision, PrecisionChoice, autocast, choose_precision, time_steps
+from helpers.trained import result_key
 
 LABELS = ("real", "reconstructed")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -411,6 +414,54 @@ def run_experiment(
     return result
 
 
+def check_sizes(n_pairs: int, n_clf_train: int, n_clf_test: int, clf_batch_size: int) -> None:
+    """The rules beyond helpers.params: 2+ pairs, batches of 2+ images, train + test <= pairs."""
+    for name, value in (("n_pairs", n_pairs), ("clf_batch_size", clf_batch_size)):
+        if value < 2:
+            raise ValueError(f"{name}={value}: must be >= 2")
+    if n_clf_train + n_clf_test > n_pairs:
+        raise ValueError(
+            f"n_clf_train + n_clf_test = {n_clf_train + n_clf_test} exceeds n_pairs={n_pairs}"
+        )
+
+
+def fit_pairs(
+    manifest: pd.DataFrame,
+    n_pairs: int,
+    n_clf_train: int,
+    n_clf_test: int,
+    allow_fewer: bool,
+    processed: str | os.PathLike,
+) -> tuple[int, int, int]:
+    """n_pairs, n_clf_train, n_clf_test; scaled down (allow_fewer) when fewer source images exist."""
+    n_sources = manifest["source_id"].nunique()
+    if n_sources >= n_pairs:
+        return n_pairs, n_clf_train, n_clf_test
+    message = f"n_pairs={n_pairs}: only {n_sources} distinct polyp source images in {processed}"
+    if not allow_fewer or n_sources < 2:
+        raise ValueError(message + " (set allow_fewer=True to use all of them)")
+    warnings.warn(message + "; allow_fewer=True, so all are used", stacklevel=2)
+    scale = n_sources / n_pairs
+    n_train = max(1, int(n_clf_train * scale))
+    return n_sources, n_train, max(1, min(n_sources - n_train, int(n_clf_test * scale)))
+
+
+def run_experiments(
+    models: dict[str, nn.Module],
+    real: torch.Tensor,
+    train_idx: np.ndarray,
+    test_idx: np.ndarray,
+    device: str | torch.device = "cpu",
+    **settings,
+) -> dict[str, dict]:
+    """`run_experiment` per VAE on the real images and its reconstructions, by label."""
+    results = {}
+    for label, model in models.items():
+        recon = reconstruct(model, real, device=device)
+        results[label] = run_experiment(real, recon, train_idx, test_idx, device=device, **settings)
+    return results
+
+
 def table3(results: dict[str, dict]) -> pd.DataFrame:
     """Rows Accuracy and AUC; a column per VAE ("Classifier for MSE VAE"), originals beside."""
     out = pd.DataFrame(index=pd.Index(["Accuracy", "AUC"], name="Metric"))
@@ -419,3 +470,40 @@ def table3(results: dict[str, dict]) -> pd.DataFrame:
     for name in results:
         out[f"Original: {name} VAE"] = [ORIGINAL_TABLE3[m].get(name, np.nan) for m in out.index]
     return out
+
+
+def history_table(results: dict[str, dict]) -> pd.DataFrame:
+    """Per-epoch training history of every classifier, with its VAE and whether it was pretrained."""
+    return pd.concat(
+        [
+            r["history"].assign(model=label, pretrained=r["pretrained"])
+            for label, r in results.items()
+        ]
+    )
+
+
+def roc_curves(results: dict[str, dict]) -> dict[str, tuple[np.ndarray, np.ndarray, float]]:
+    """{"MSE VAE": (fpr, tpr, auc), ...} for `plots.plot_roc` (Figure 9)."""
+    return {f"{label} VAE": (r["fpr"], r["tpr"], r["auc"]) for label, r in results.items()}
+
+
+def save_tables(paths: RunPaths, table: pd.DataFrame, results: dict[str, dict]) -> list[str]:
+    """Write Table 3 and the training histories as CSV; return the file names."""
+    atomic_write_csv(paths.tables / "table3_classifier.csv", table, index=True)
+    atomic_write_csv(paths.tables / "classifier_history.csv", history_table(results))
+    return ["table3_classifier.csv", "classifier_history.csv"]
+
+
+def results_summary(results: dict[str, dict]) -> dict:
+    """Table 3's numbers by model key, test sizes, and whether ImageNet weights were used."""
+    models = {
+        result_key(label): {
+            "accuracy": r["accuracy"],
+            "auc": r["auc"],
+            "n_train": r["n_train"],
+            "n_test": r["n_test"],
+            "input_size": r["input_size"],
+        }
+        for label, r in results.items()
+    }
+    return {"models": models, "pretrained": all(r["pretrained"] for r in results.values())}

@@ -234,6 +234,31 @@ def edge_energy(images: torch.Tensor) -> torch.Tensor:
     return dx + dy
 
 
+def sample_stats(samples: dict[str, torch.Tensor], real: torch.Tensor) -> dict[str, dict]:
+    """Per model: spread of its prior samples (mean per-pixel std) and their edge energy in % of real images'."""
+    real_edges = float(edge_energy(real).mean())
+    return {
+        label: {
+            "n": len(images),
+            "spread": float(images.float().std(dim=0).mean()),
+            "edge_share_pct": 100 * float(edge_energy(images).mean()) / real_edges,
+        }
+        for label, images in samples.items()
+    }
+
+
+def recon_stats(x: torch.Tensor, recons: dict[str, torch.Tensor]) -> dict[str, dict]:
+    """Per model: mean absolute pixel error of its reconstructions and their edge energy in % of x's."""
+    base = float(edge_energy(x).mean())
+    return {
+        label: {
+            "mae": float((r - x).abs().mean()),
+            "edge_share_pct": 100 * float(edge_energy(r).mean()) / base,
+        }
+        for label, r in recons.items()
+    }
+
+
 def with_original(table: pd.DataFrame, model: str) -> pd.DataFrame:
     """Table 1/2 layout with the original report's mean and standard deviation beside ours."""
     if model not in ORIGINAL_METRICS:

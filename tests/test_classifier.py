@@ -182,3 +182,41 @@ def test_table3_and_discussion_text():
     assert "trained from scratch" in text
     results["MSE"]["pretrained"] = results["BCE"]["pretrained"] = True
     assert "from scratch" not in classifier_text.discussion_text(results)
+
+
+def test_pair_counts_and_their_errors():
+    classifier.check_sizes(10, 6, 4, 2)
+    with pytest.raises(ValueError, match="n_pairs=1: must be >= 2"):
+        classifier.check_sizes(1, 1, 1, 32)
+    with pytest.raises(ValueError, match="clf_batch_size=1"):
+        classifier.check_sizes(10, 6, 4, 1)
+    with pytest.raises(ValueError, match="exceeds n_pairs=10"):
+        classifier.check_sizes(10, 8, 4, 32)
+    manifest = pd.DataFrame({"source_id": [0, 0, 1, 2, 3, 4]})  # 5 distinct sources
+    assert classifier.fit_pairs(manifest, 4, 2, 2, False, "p") == (4, 2, 2)
+    with pytest.raises(ValueError, match="n_pairs=10: only 5 distinct polyp source images in p"):
+        classifier.fit_pairs(manifest, 10, 6, 4, False, "p")
+    with pytest.warns(UserWarning, match="allow_fewer=True"):
+        assert classifier.fit_pairs(manifest, 10, 6, 4, True, "p") == (5, 3, 2)
+
+
+def test_results_summary_curves_and_history():
+    history = pd.DataFrame({"epoch": [1, 2], "loss": [0.7, 0.5]})
+    results = {
+        label: {"accuracy": acc, "auc": 0.9, "n_train": 8, "n_test": 4, "input_size": 40,
+                "pretrained": False, "fpr": np.array([0, 1]), "tpr": np.array([0, 1]),
+                "history": history}
+        for label, acc in (("MSE", 0.75), ("BCE", 1.0))
+    }  # fmt: skip
+    found = classifier.results_summary(results)
+    assert found["pretrained"] is False
+    assert found["models"]["bce"]["accuracy"] == 1.0 and found["models"]["mse"]["auc"] == 0.9
+    table = classifier.table3(results)
+    assert table.loc["Accuracy", "Classifier for MSE VAE"] == found["models"]["mse"]["accuracy"]
+    assert list(classifier.roc_curves(results)) == ["MSE VAE", "BCE VAE"]
+    both = classifier.history_table(results)
+    assert len(both) == 4 and set(both["model"]) == {"MSE", "BCE"}
+    results["MSE"]["status"] = "No ImageNet weights."
+    text = classifier_text.setup_text(results, 4, 2, 3)
+    assert text.startswith("**Classifier setup in this run.** No ImageNet weights. Each")
+    assert "trained on 8 images (4 real + 4 reconstructed) for 3 epochs" in text

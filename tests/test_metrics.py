@@ -257,3 +257,55 @@ def test_one_bootstrap_is_seeded_and_shared_by_every_interval():
     unpaired = stats.unpaired_difference(values, [0.0], n_boot=500, seed=7)
     assert (unpaired["ci_low"], unpaired["ci_high"]) == (low, high)
     assert unpaired["mean"] == pytest.approx(values.mean())
+
+
+def test_sample_and_recon_stats_feed_the_text():
+    x, y = _random_pair(n=4)
+    stats_ = metrics.sample_stats({"MSE": y}, x)["MSE"]
+    assert stats_["n"] == 4 and stats_["spread"] == pytest.approx(float(y.std(dim=0).mean()))
+    text = reconstruction_text.samples_text({"MSE": y}, x)
+    assert f"{stats_['spread']:.3f}" in text and f"{stats_['edge_share_pct']:.0f} %" in text
+    recon = metrics.recon_stats(x, {"MSE": x, "BCE": y})
+    assert recon["MSE"] == {"mae": 0.0, "edge_share_pct": pytest.approx(100.0)}
+    text = reconstruction_text.recon_text({"polyp images": (x, {"MSE": x, "BCE": y})})
+    assert "on the 4 polyp images shown, MSE model: mean absolute error 0.000, 100 %" in text
+    assert reconstruction_text.healthy_source_text("training", 7) == (
+        "The healthy images come from the training split (7 images)."
+    )
+
+
+def test_eval_pick_and_the_original_tables():
+    from helpers import evaluation
+
+    pick = evaluation.eval_pick(30, 20, False, 0, "processed")
+    assert len(pick) == 20 and (np.diff(pick) > 0).all()
+    assert (pick == evaluation.eval_pick(30, 20, False, 0, "processed")).all()
+    with pytest.raises(ValueError, match="n_eval_polyps=40: only 30 polyp images in processed"):
+        evaluation.eval_pick(30, 40, False, 0, "processed")
+    with pytest.warns(UserWarning, match="allow_fewer=True"):
+        assert len(evaluation.eval_pick(30, 40, True, 0, "processed")) == 30
+    assert evaluation.eval_set_name(20) == "polyps (20 random)"
+    per_image = _two_model_table()
+    tables = evaluation.original_tables(per_image, "polyps (20 random)")
+    assert list(tables) == ["MSE", "BCE"]
+    assert tables["BCE"].loc["PSNR", "Original Mean"] == pytest.approx(16.584135)
+
+
+def test_evaluation_results_hold_the_tables_numbers():
+    from helpers import evaluation
+
+    per_image = _two_model_table()
+    tables = evaluation.original_tables(per_image, "polyps (20 random)")
+    extended = metrics.extended_table(per_image, n_boot=200)
+    paired = metrics.paired_table(per_image, n_boot=200)
+    found = evaluation.results(tables, extended, paired)
+    assert set(found["models"]) == {"mse", "bce"}
+    for label, key in (("MSE", "mse"), ("BCE", "bce")):
+        for metric, row in (("psnr", "PSNR"), ("ssim", "SSIM")):
+            assert found["models"][key][metric] == {
+                "mean": tables[label].loc[row, "Mean"],
+                "std": tables[label].loc[row, "Standard Deviation"],
+            }
+    held = found["extended"]["bce"]["healthy (held-out)"]
+    assert held["n"] == 10 and held["psnr"]["ci_low"] <= held["psnr"]["mean"]
+    assert found["paired"]["polyps (all)"]["psnr"]["mean_mse_minus_bce"] == pytest.approx(0.5)

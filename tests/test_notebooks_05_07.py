@@ -12,6 +12,7 @@ from conftest import run_notebook
 from PIL import Image
 
 from helpers import paths
+from helpers.results import read_results
 
 NOTEBOOKS = ("05_generation_reconstruction", "06_metrics", "07_classifier_bonus")
 UPSTREAM = ("01_preprocessing", "03_train_mse", "04_train_bce")
@@ -121,6 +122,16 @@ def test_headings_and_captions_in_order():
     assert "**Figure 9:** ROC curves of the real-vs-reconstructed classifiers." in text
 
 
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_last_cell_writes_the_results_once(name):
+    """The report-skip artifacts cell, and only it, writes results/NN.json."""
+    cells = nbformat.read(paths.notebooks_dir() / f"{name}.ipynb", as_version=4).cells
+    writers = [i for i, c in enumerate(cells) if "write_results(" in c.source]
+    assert writers == [len(cells) - 1], f"{name}: cells {writers} call write_results"
+    assert "report-skip" in cells[-1].metadata.get("tags", [])
+    assert f'write_results(paths.root, "{name[:2]}"' in cells[-1].source
+
+
 def _outputs_text(executed):
     """All text/markdown outputs of an executed notebook."""
     nb = nbformat.read(executed, as_version=4)
@@ -180,6 +191,26 @@ def test_notebooks_05_07_run(eval_run):
     table3 = pd.read_csv(run.tables / "table3_classifier.csv", index_col="Metric")
     assert list(table3.columns[:2]) == ["Classifier for MSE VAE", "Classifier for BCE VAE"]
     assert table3.loc["Accuracy"].iloc[:2].between(0, 1).all()
+    found = read_results(eval_run, "06")["models"]
+    for key, table in (
+        ("mse", table1),
+        ("bce", pd.read_csv(run.tables / "table2_bce.csv", index_col=0)),
+    ):
+        for metric in ("psnr", "ssim"):
+            row = table.loc[metric.upper()]
+            assert found[key][metric] == pytest.approx(
+                {"mean": row["Mean"], "std": row["Standard Deviation"]}
+            )
+    found = read_results(eval_run, "07")
+    assert found["pretrained"] is False
+    for key, column in (("mse", "Classifier for MSE VAE"), ("bce", "Classifier for BCE VAE")):
+        assert found["models"][key]["accuracy"] == pytest.approx(table3.loc["Accuracy", column])
+        assert found["models"][key]["auc"] == pytest.approx(table3.loc["AUC", column])
+    plateau = pd.read_csv(run.tables / "plateau_check.csv", index_col=0)
+    found = read_results(eval_run, "05")["plateau"]
+    assert set(found) == {"mse", "bce"}
+    assert found["bce"]["kl_per_image"] == pytest.approx(plateau.loc["BCE", "KL per image (nats)"])
+    assert found["mse"]["past_plateau"] == (plateau.loc["MSE", "past the plateau"] == "yes")
     text = _outputs_text(run.executed / "07_classifier_bonus.ipynb")
     assert "No ImageNet weights" in text and "from scratch" in text
     text = _outputs_text(run.executed / "06_metrics.ipynb")

@@ -43,3 +43,14 @@ def discussion_text(results: dict[str, dict]) -> str:
             " original's frozen pretrained ResNet18, so the numbers are not directly comparable."
         )
     return text
+
+
+def setup_text(results: dict[str, dict], n_clf_train: int, n_clf_test: int, epochs: int) -> str:
+    """Markdown on this run's classifier setup: weights status, training and test set sizes."""
+    first = next(iter(results.values()))
+    return (
+        f"**Classifier setup in this run.** {first['status']} Each classifier is trained on "
+        f"{first['n_train']} images ({n_clf_train} real + {n_clf_train} reconstructed) for "
+        f"{epochs} epochs and tested on {first['n_test']} images "
+        f"({n_clf_test} + {n_clf_test}) whose sources it never saw."
+    )

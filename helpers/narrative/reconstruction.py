@@ -17,8 +17,9 @@ from helpers.metrics import (
     METRIC_LABELS,
     PLATEAU_KL_PER_IMAGE,
     PLATEAU_SAMPLE_SPREAD,
-    edge_energy,
     model_values,
+    recon_stats,
+    sample_stats,
 )
 from helpers.reference import ORIGINAL_EPOCHS, ORIGINAL_METRICS
 
@@ -143,16 +144,12 @@ def discussion_text(
 
 def samples_text(samples: dict[str, torch.Tensor], real: torch.Tensor) -> str:
     """Sentence on generated samples: their spread and their edge energy relative to real images."""
-    real_edges = float(edge_energy(real).mean())
-    parts = []
-    for label, images in samples.items():
-        spread = float(images.float().std(dim=0).mean())
-        share = 100 * float(edge_energy(images).mean()) / real_edges
-        parts.append(
-            f"the {label} model's {len(images)} samples differ from one another by a mean "
-            f"per-pixel standard deviation of {spread:.3f} and carry {share:.0f} % of the edge "
-            "energy of real healthy images"
-        )
+    parts = [
+        f"the {label} model's {s['n']} samples differ from one another by a mean "
+        f"per-pixel standard deviation of {s['spread']:.3f} and carry {s['edge_share_pct']:.0f} % "
+        "of the edge energy of real healthy images"
+        for label, s in sample_stats(samples, real).items()
+    ]
     return (
         "In this run, "
         + "; ".join(parts)
@@ -162,15 +159,19 @@ def samples_text(samples: dict[str, torch.Tensor], real: torch.Tensor) -> str:
     )
 
 
+def healthy_source_text(split: str, n_images: int) -> str:
+    """Which split the healthy images of Figure 7 come from."""
+    return f"The healthy images come from the {split} split ({n_images} images)."
+
+
 def recon_text(shown: dict[str, tuple[torch.Tensor, dict[str, torch.Tensor]]]) -> str:
     """Sentence per image group shown: mean absolute pixel error and edge-energy share per model."""
     parts = []
     for group, (x, recons) in shown.items():
-        base = float(edge_energy(x).mean())
         per_model = [
-            f"{label} model: mean absolute error {float((r - x).abs().mean()):.3f}, "
-            f"{100 * float(edge_energy(r).mean()) / base:.0f} % of the inputs' edge energy"
-            for label, r in recons.items()
+            f"{label} model: mean absolute error {s['mae']:.3f}, "
+            f"{s['edge_share_pct']:.0f} % of the inputs' edge energy"
+            for label, s in recon_stats(x, recons).items()
         ]
         parts.append(f"on the {len(x)} {group} shown, " + "; ".join(per_model))
     return "For the images above (pixel values in [0, 1]): " + ". And ".join(parts) + "."
