@@ -51,6 +51,7 @@ from helpers.stats import (
 from helpers.train import TrainConfig, fit
 
 BASELINE = "baseline"
+MASKED_SCORING = f"{BASELINE} (masked scoring)"  # the baseline scored with the artifact mask
 BASE_LATENT = 6
 BASE_BETA = 1.0
 STUDIES = ("baseline", "latent", "beta", "artifacts", "polyps")
@@ -336,7 +337,7 @@ def evaluate_arm(
     if arm.name == BASELINE:
         scorings.append("masked")
     for scoring in scorings:
-        entry = arm.name if scoring == "full" or arm.mask else f"{arm.name} (masked scoring)"
+        entry = arm.name if scoring == "full" or arm.mask else MASKED_SCORING
         for set_name, (images, rows) in evaluation_sets(arm, data).items():
             if scoring == "masked" and set_name == HEALTHY_TRAIN:
                 continue

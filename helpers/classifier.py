@@ -414,11 +414,9 @@ def run_experiment(
     return result
 
 
-def check_sizes(n_pairs: int, n_clf_train: int, n_clf_test: int, clf_batch_size: int) -> None:
-    """The rules beyond helpers.params: 2+ pairs, batches of 2+ images, train + test <= pairs."""
-    for name, value in (("n_pairs", n_pairs), ("clf_batch_size", clf_batch_size)):
-        if value < 2:
-            raise ValueError(f"{name}={value}: must be >= 2")
+def check_sizes(n_pairs: int, n_clf_train: int, n_clf_test: int) -> None:
+    """The rule that ties three parameters (each checked alone by helpers.params): train + test
+    pairs fit into n_pairs."""
     if n_clf_train + n_clf_test > n_pairs:
         raise ValueError(
             f"n_clf_train + n_clf_test = {n_clf_train + n_clf_test} exceeds n_pairs={n_pairs}"

@@ -154,12 +154,12 @@ RULES: dict[str, Rule] = {
     "allow_fewer": FLAG,
     "n_boot": at_least(int, 100),  # fewer resamples give unstable 95 % intervals
     # 07 classifier (and 09's classifiers)
-    "n_pairs": COUNT,
+    "n_pairs": at_least(int, 2),  # a train and a test pair at least
     "n_clf_train": COUNT,
     "n_clf_test": COUNT,
     "clf_epochs": COUNT,
     "clf_lr": above(0.0),
-    "clf_batch_size": COUNT,
+    "clf_batch_size": at_least(int, 2),  # batch norm needs two images per batch
     "weights": ANY_TEXT,
     "clf_input_size": at_least(int, 0),
     # 08 ablations

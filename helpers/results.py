@@ -44,7 +44,7 @@ def write_results(run_dir: str | os.PathLike, notebook: str, values: dict[str, A
     """Write (replace) one notebook's results atomically and return the file."""
     path = results_path(run_dir, notebook)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(_plain(values), indent=1, sort_keys=True) + "\n")
+    atomic_write_text(path, json.dumps(_plain(values), indent=1) + "\n")
     return path
 
 

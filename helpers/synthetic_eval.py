@@ -344,6 +344,23 @@ def roc_curves(results: Mapping[str, dict]) -> dict[str, tuple]:
     return {name: (r["fpr"], r["tpr"], r["auc"]) for name, r in results.items()}
 
 
+def classifier_results(table: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """Table 12's rows for results/09.json: {row: auc, auc_low, auc_high, accuracy, ...}."""
+    keys = ("auc", "auc_low", "auc_high", "accuracy", "accuracy_low", "accuracy_high")
+    return {
+        row: {**{k: float(r[k]) for k in keys}, "training_images": int(r["training images"]),
+              "test_images": int(r["test images"])}
+        for row, r in table.iterrows()
+    }  # fmt: skip
+
+
+def saved_text(models: Mapping[str, dict], results: Mapping[str, dict]) -> str:
+    """The closing line: what was saved and the training seconds of each model and classifier."""
+    seconds = {cls: round(info["seconds"], 1) for cls, info in models.items()}
+    seconds |= {row: round(r["seconds"], 1) for row, r in results.items()}
+    return f"saved table12_synthetic.csv, fig16-fig18; training seconds: {seconds}"
+
+
 def spread(images: np.ndarray) -> float:
     """Mean over pixels of the standard deviation across images, in [0, 1] units."""
     return float(np.asarray(images, dtype=np.float32).std(axis=0).mean() / 255.0)

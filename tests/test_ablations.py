@@ -13,8 +13,8 @@ import torch
 from conftest import run_notebook
 from PIL import Image
 
+from helpers import ablation_run, artifacts, params, paths, plots, stats
 from helpers import ablations as ab
-from helpers import artifacts, params, paths, plots, stats
 from helpers import processed as proc
 from helpers.classes import ALL_CLASSES
 from helpers.images import FLIPS, apply_flip, crop_resize
@@ -22,6 +22,7 @@ from helpers.model import EndoVAE, EndoVAEConfig
 from helpers.narrative import ablations as ablation_text
 from helpers.preprocess import preprocess
 from helpers.processed import load_split
+from helpers.results import read_results
 from helpers.train import TrainConfig, fit
 
 GREEN = (20, 128, 106)  # the position box colour of Kvasir (and of the embedded generator)
@@ -88,6 +89,28 @@ def test_validate_params_names_the_bad_parameter():
     ):
         with pytest.raises(ValueError, match=name):
             params.check_all(**{name: value})
+
+
+SETTINGS_08 = {
+    "abl_epochs": 1, "abl_batch_size": 8, "abl_lr": 1e-3, "abl_max_train_images": 16,
+    "abl_checkpoint_every": 0, "latent_dims": "6,32", "betas": "1,4", "polyp_train_share": 0.5,
+    "abl_n_samples": 8, "n_boot": 100, "seed": 0,
+}  # fmt: skip
+
+
+def test_ablation_settings_check_every_parameter_by_its_notebook_name():
+    settings = ablation_run.AblationSettings(**SETTINGS_08)
+    assert [a.name for a in settings.arms()] == [
+        "baseline",
+        "latent32",
+        "beta4",
+        "masked",
+        "polyps",
+    ]
+    for name, bad in (("abl_epochs", 0), ("abl_n_samples", 4), ("latent_dims", "6,x"),
+                      ("betas", "1,-1"), ("polyp_train_share", 1.0)):  # fmt: skip
+        with pytest.raises(ValueError, match=name):
+            ablation_run.AblationSettings(**{**SETTINGS_08, name: bad})
 
 
 def test_make_arms_shares_one_baseline_across_studies():
@@ -347,6 +370,35 @@ def test_study_table_pairs_by_image_and_reports_the_change():
     assert shown.loc["base", "Δ PSNR [95 % CI]"] == "reference"
 
 
+def test_results_of_the_tables_are_plain_numbers_by_entry_and_image_set():
+    study = pd.DataFrame(
+        {"entry": ["baseline", "latent32"], "label": ["base", "latent 32"],
+         "images": [ab.HEALTHY_TEST, ab.HEALTHY_TEST], "psnr_mean": [20.0, 21.0],
+         "ssim_mean": [0.5, 0.6], "d_psnr_mean": [0.0, 1.0], "d_psnr_ci_low": [0.0, 0.5],
+         "d_psnr_ci_high": [0.0, 1.5], "d_ssim_mean": [0.0, 0.1], "d_ssim_ci_low": [0.0, 0.05],
+         "d_ssim_ci_high": [0.0, 0.15]}
+    )  # fmt: skip
+    out = ablation_run.study_results(study)
+    assert out["latent32"]["healthy"] == {
+        "psnr": 21.0, "ssim": 0.6, "d_psnr": 1.0, "d_psnr_ci_low": 0.5, "d_psnr_ci_high": 1.5,
+        "d_ssim": 0.1, "d_ssim_ci_low": 0.05, "d_ssim_ci_high": 0.15,
+    }  # fmt: skip
+    auc = pd.DataFrame({"arm": ["baseline"], "score": ["mse"], "auc": [0.8], "ci_low": [0.7],
+                        "ci_high": [0.9]})  # fmt: skip
+    assert ablation_run.anomaly_results(auc) == {
+        "baseline": {"mse": {"auc": 0.8, "ci_low": 0.7, "ci_high": 0.9}}
+    }
+    gap = pd.DataFrame(
+        {"metric": ["psnr"] * 3, "images": [ab.HEALTHY_TRAIN, ab.HEALTHY_TEST, "gap"],
+         "mean": [21.0, 20.0, 1.0], "ci_low": [20.5, 19.5, 0.2], "ci_high": [21.5, 20.5, 1.8]}
+    )  # fmt: skip
+    assert ablation_run.gap_results(gap) == {
+        "psnr": {"training": 21.0, "held_out": 20.0, "gap": 1.0, "gap_ci_low": 0.2,
+                 "gap_ci_high": 1.8}
+    }  # fmt: skip
+    assert ablation_run.anomaly_results(None) == {} == ablation_run.gap_results(None)
+
+
 def test_run_arm_resumes_only_on_the_same_data_and_settings(tmp_path):
     arm = ab.Arm("baseline", "baseline")
     rng = np.random.default_rng(0)
@@ -431,6 +483,13 @@ def test_notebook_08_runs_with_tiny_parameters(processed):
     assert [int(n) for n in re.findall(r"\*\*Table (\d+):", text)] == list(range(4, 12))
     outputs = json.dumps([c.get("outputs", []) for c in nb.cells])
     assert "Error" not in outputs and "In this run" in outputs
+    results = read_results(run_dir, "08")
+    assert results["tables"] == sorted(p.name for p in tables.glob("ablation_*.csv"))
+    latent = pd.read_csv(tables / "ablation_latent.csv").set_index(["entry", "images"])
+    got = results["studies"]["latent"]["latent32"]["polyps"]["psnr"]
+    assert got == pytest.approx(latent.loc[("latent32", ab.POLYPS_EVAL), "psnr_mean"])
+    base_mse = auc.set_index(["arm", "score"]).loc[("baseline", "mse"), "auc"]
+    assert results["anomaly_auc"]["baseline"]["mse"]["auc"] == pytest.approx(base_mse)
 
 
 def test_collapse_note_names_only_the_collapsed_arms():

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import classifier
+from helpers import classifier, params
 from helpers.narrative import classifier as classifier_text
 
 
@@ -185,13 +185,13 @@ def test_table3_and_discussion_text():
 
 
 def test_pair_counts_and_their_errors():
-    classifier.check_sizes(10, 6, 4, 2)
-    with pytest.raises(ValueError, match="n_pairs=1: must be >= 2"):
-        classifier.check_sizes(1, 1, 1, 32)
+    classifier.check_sizes(10, 6, 4)
+    with pytest.raises(ValueError, match="n_pairs=1: expected an integer >= 2"):
+        params.check("n_pairs", 1)
     with pytest.raises(ValueError, match="clf_batch_size=1"):
-        classifier.check_sizes(10, 6, 4, 1)
+        params.check("clf_batch_size", 1)
     with pytest.raises(ValueError, match="exceeds n_pairs=10"):
-        classifier.check_sizes(10, 8, 4, 32)
+        classifier.check_sizes(10, 8, 4)
     manifest = pd.DataFrame({"source_id": [0, 0, 1, 2, 3, 4]})  # 5 distinct sources
     assert classifier.fit_pairs(manifest, 4, 2, 2, False, "p") == (4, 2, 2)
     with pytest.raises(ValueError, match="n_pairs=10: only 5 distinct polyp source images in p"):

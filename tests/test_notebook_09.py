@@ -11,6 +11,7 @@ from PIL import Image
 from test_notebooks_05_07 import _fake_run, _outputs_text, _sources, assert_in_order
 
 from helpers import paths
+from helpers.results import read_results
 
 NAME = "09_synthetic_data"
 TINY = {
@@ -73,6 +74,11 @@ def test_notebook_runs_and_writes_its_outputs(run09):
             assert min(img.size) > 100
     text = _outputs_text(executed)
     assert "held-out real frames" in text and "81.9" in text
+    rows = read_results(run.root, "09")["classifiers"]
+    assert sorted(rows) == sorted(table.index)  # exactly Table 12's rows (JSON keys are sorted)
+    for name, row in rows.items():
+        for key in ("auc", "auc_low", "auc_high", "accuracy"):
+            assert row[key] == pytest.approx(table.loc[name, key]), (name, key)
 
 
 def test_split_is_disjoint_by_source_frame(run09):

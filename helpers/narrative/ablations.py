@@ -17,8 +17,10 @@ from helpers.ablations import (
     BASELINE,
     HEALTHY_TEST,
     HEALTHY_TRAIN,
+    MASKED_SCORING,
     POLYPS_EVAL,
     SCORE_LABELS,
+    AblationData,
     Arm,
 )
 from helpers.metrics import COLLAPSED_KL_PER_IMAGE, PLATEAU_KL_PER_IMAGE
@@ -28,6 +30,20 @@ SHORT_SCORES = {"mse": "MSE", "kld": "KLD", "elbo": "MSE sum + KLD"}
 
 
 SHORT_SETS = {HEALTHY_TEST: "healthy", HEALTHY_TRAIN: "healthy (train)", POLYPS_EVAL: "polyps"}
+
+
+def data_text(data: AblationData, polyp_train_share: float, device: str) -> str:
+    """The image sets every arm uses: training subset, held-out healthy, polyp pool and eval."""
+    c = data.counts()
+    return (
+        f"Data: {data.n_train} healthy training images per arm (drawn with the seed from "
+        f"{data.n_healthy_train_all} available); {c['healthy_test_images']} held-out healthy "
+        f"images from {c['healthy_test_sources']} source frames. The {c['polyp_pool_sources'] + c['polyp_eval_sources']} "
+        f"polyp frames are split by source: {c['polyp_pool_sources']} may enter training "
+        f"(`polyp_train_share` = {polyp_train_share:g}, as {c['polyp_pool_images']} images with "
+        f"their 4 flips) and {c['polyp_eval_sources']} frames ({c['polyp_eval_images']} images) "
+        f"are kept for evaluation. Device: {device}."
+    )
 
 
 def _verdict(low: float, high: float, better: str, worse: str, digits: int = 2) -> str:
@@ -189,6 +205,11 @@ def green_text(table: pd.DataFrame) -> str:
     return text + f" Among the images decoded from noise: {fake_part} (intervals in Table 8)."
 
 
+def artifacts_text(art_tab: pd.DataFrame, green_tab: pd.DataFrame) -> str:
+    """Section 10.4's discussion: the masked arm against masked scoring, then the green boxes."""
+    return study_text(art_tab, MASKED_SCORING) + " " + green_text(green_tab)
+
+
 def anomaly_text(table: pd.DataFrame, labels: Mapping[str, str]) -> str:
     """Sentences on the AUCs, naming the best score of the healthy-only model."""
     base = table[table["arm"] == BASELINE]
@@ -338,7 +359,7 @@ def summary_text(
     collapse: str = "",
 ) -> str:
     """The closing paragraph of Section 10, built from this run's tables (+ a collapse note)."""
-    masked_ref = f"{BASELINE} (masked scoring)"
+    masked_ref = MASKED_SCORING
     polyp_row = _best_delta(polyp_tab, BASELINE, POLYPS_EVAL)
     polyp_part = (
         "no polyp arm was trained"
@@ -371,3 +392,13 @@ def summary_text(
     ]
     closing = budget_text(arms_tab, batch_size) + (" " + collapse if collapse else "")
     return "In this run:\n\n" + "\n".join(lines) + "\n\n" + closing
+
+
+def closing_text(
+    tables: Mapping[str, pd.DataFrame], kld_means: Mapping[str, float], labels: Mapping[str, str],
+    batch_size: int,
+) -> str:  # fmt: skip
+    """Section 10.8 from the run's tables by name (arms, latent, beta, ...) and the arms' KLD."""
+    names = ("arms", "latent", "beta", "artifacts", "green_box", "polyps", "anomaly", "split")
+    collapse = collapse_text(kld_means, labels)
+    return summary_text(*(tables[n] for n in names), batch_size, collapse=collapse)
