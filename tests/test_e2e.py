@@ -61,7 +61,7 @@ def quick_run(tmp_path_factory):
             pytest.skip(f"{tool} not installed (see README: make setup as root installs it)")
     reuse = os.environ.get("ENDOVAE_E2E_RUN_DIR")  # check a quick run made earlier instead
     if reuse:
-        return Path(reuse), Path(reuse).parent.parent
+        return Path(reuse), Path(reuse).parent
     base = tmp_path_factory.mktemp("e2e")
     run_dir = base / "runs" / "quick"
     env = {

@@ -134,7 +134,8 @@ def ablation_paragraph(found: dict[str, Any], params: dict[str, Any]) -> list[st
         for key, label in (("latent_dims", "latent sizes"), ("betas", "β values"))
         if key in params
     ]
-    epochs = f" for {params['abl_epochs']} epochs per arm" if "abl_epochs" in params else ""
+    n = params.get("abl_epochs")
+    epochs = f" for {n} epoch{'s' * (n != 1)} per arm" if n is not None else ""
     what = f" ({'; '.join(varied)})" if varied else ""
     return [
         f"Section 10 trained its ablation arms{epochs}{what} and wrote "
