@@ -446,8 +446,6 @@ def fit(
     )
     mcfg = model_config or EndoVAEConfig()
     dev = device if isinstance(device, torch.device) else get_device(device)
-    choice = training_precision(dev, tcfg.precision, tcfg.batch_size, tcfg.loss)
-    prec = choice.precision
     ckpt = Path(checkpoint_path) if checkpoint_path is not None else None
     hist_path = Path(history_path) if history_path is not None else None
     cpu_data = images_to_tensor(images, mcfg.in_channels, mcfg.in_size)
@@ -455,6 +453,9 @@ def fit(
     if init_from is not None:
         data_info["init_from"] = file_digest(init_from)
     state = _load_resume_state(ckpt, resume, tcfg, mcfg, data_info, cpu_data)
+    # Bad images and a refused checkpoint fail above, before any speed is measured.
+    choice = training_precision(dev, tcfg.precision, tcfg.batch_size, tcfg.loss)
+    prec = choice.precision
 
     shuffle = seed_everything(tcfg.seed)  # also seeds the weights and the sampling noise
     model = EndoVAE(mcfg)
