@@ -60,10 +60,8 @@ from helpers.stamps import (
 NOTEBOOK_RE = re.compile(r"^(\d{2})_\w+\.ipynb$")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 # helpers files that do not change what a notebook computes (left out of the stamp hash).
-# The runner and the report's own code: changing them does not change what a notebook computes.
-STAMP_EXCLUDE = (
-    "run.py", "profile.py", "execution.py", "report.py", "export.py", "narrative/summary.py",
-)  # fmt: skip
+# The runner's and the report's code: a change there does not change what a notebook computes.
+STAMP_EXCLUDE = ("run.py", "profile.py", "execution.py", "report.py", "export.py", "narrative/summary.py")  # fmt: skip
 PSEUDO_FILE_SYSTEMS = ("/proc", "/sys", "/dev")
 
 
