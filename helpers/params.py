@@ -63,14 +63,16 @@ def above(low: float) -> Rule:
     return Rule(float, lambda v: _number(v, float) and v > low, f"a finite number > {low:g}")
 
 
-def between(low: float, high: float, *, open_high: bool = False) -> Rule:
-    """A finite number in [low, high] (or [low, high) with open_high)."""
-    top = ")" if open_high else "]"
-    return Rule(
-        float,
-        lambda v: _number(v, float) and low <= v and (v < high if open_high else v <= high),
-        f"a number in [{low:g}, {high:g}{top}",
-    )
+def between(low: float, high: float, *, open_low: bool = False, open_high: bool = False) -> Rule:
+    """A finite number in [low, high]; open_low / open_high leave out that end."""
+
+    def ok(v: Any) -> bool:
+        """Inside the interval."""
+        above_low = v > low if open_low else v >= low
+        return _number(v, float) and above_low and (v < high if open_high else v <= high)
+
+    ends = ("(" if open_low else "[", ")" if open_high else "]")
+    return Rule(float, ok, f"a number in {ends[0]}{low:g}, {high:g}{ends[1]}")
 
 
 def one_of(choices: tuple[str, ...]) -> Rule:
@@ -84,15 +86,14 @@ def text(ok: Callable[[str], bool], expect: str) -> Rule:
 
 
 def _csv_of(kind: type, low: float) -> Callable[[str], bool]:
-    """True for a comma-separated list of numbers of `kind`, each >= low."""
+    """True for what `parse_list` accepts with items of `kind`, each >= low."""
 
     def ok(value: str) -> bool:
-        """Parse every item."""
+        """Parse with the notebooks' own parser."""
         try:
-            items = [kind(v) for v in value.split(",") if v.strip()]
+            return all(v >= low for v in parse_list(value, "value", kind))
         except ValueError:
             return False
-        return all(math.isfinite(v) and v >= low for v in items)
 
     return ok
 
@@ -134,8 +135,8 @@ RULES: dict[str, Rule] = {
     "real_sample_dir": ANY_TEXT,
     "healthy_test_fraction": between(0.0, 1.0, open_high=True),
     "polyp_flips": FLAG,
-    "crop_min": Rule(float, lambda v: _number(v, float) and 0 < v <= 1, "a number in (0, 1]"),
-    "crop_max": Rule(float, lambda v: _number(v, float) and 0 < v <= 1, "a number in (0, 1]"),
+    "crop_min": between(0.0, 1.0, open_low=True),
+    "crop_max": between(0.0, 1.0, open_low=True),
     "workers": at_least(int, 0),
     # 03, 04 training (TrainConfig's fields too)
     "loss": one_of(RECON_LOSSES),
@@ -168,11 +169,9 @@ RULES: dict[str, Rule] = {
     "abl_lr": above(0.0),
     "abl_max_train_images": at_least(int, 0),
     "abl_checkpoint_every": at_least(int, 0),
-    "latent_dims": text(_csv_of(int, 1), "comma-separated integers >= 1"),
-    "betas": text(_csv_of(float, 0.0), "comma-separated numbers >= 0"),
-    "polyp_train_share": Rule(
-        float, lambda v: above(0.0).ok(v) and v < 1, "a number strictly between 0 and 1"
-    ),
+    "latent_dims": text(_csv_of(int, 1), "distinct comma-separated integers >= 1"),
+    "betas": text(_csv_of(float, 0.0), "distinct comma-separated numbers >= 0"),
+    "polyp_train_share": between(0.0, 1.0, open_low=True, open_high=True),
     "abl_n_samples": at_least(int, 8),  # 8 of them are shown
     # 09 synthetic data
     "per_healthy_class": FLAG,
