@@ -95,11 +95,6 @@ def read_notebook(path: Path) -> nbformat.NotebookNode:
         raise ValueError(f"{path}: not a readable notebook ({exc})") from exc
 
 
-def run_parameters(run_dir: Path) -> dict[str, dict[str, Any]]:
-    """The resolved parameters of each notebook, from run.json ({} for a run made another way)."""
-    return paths.read_run_info(run_dir).get("parameters", {})
-
-
 def data_source(run_dir: Path) -> tuple[str, bool]:
     """(words naming the data the run used, True when it is the embedded Kvasir-like set)."""
     record = read_source_record(paths.RunPaths(Path(run_dir)).processed)
@@ -187,9 +182,8 @@ def _escape_cell(value: Any) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
-def title_cells(run_dir: Path, names: list[str]) -> list:
-    """The title page: run facts, then a table of contents (PDF) / a heading (HTML)."""
-    info = paths.read_run_info(run_dir)
+def title_cells(run_dir: Path, names: list[str], info: dict, source: str) -> list:
+    """The title page: run facts (`info`: run.json), then a table of contents (PDF) / a heading."""
     counts = read_results(run_dir, "01").get("counts", {})
     parts = ", ".join(f"{v} {k}" for k, v in counts.items() if k != "total")
     images = f"{counts['total']} processed images ({parts})" if counts else "no manifest found"
@@ -197,7 +191,7 @@ def title_cells(run_dir: Path, names: list[str]) -> list:
     rows = [
         ("Built", date.today().isoformat()),
         ("Profile", info.get("profile", "unknown (not made by helpers.run)")),
-        ("Data", data_source(run_dir)[0]),
+        ("Data", source),
         ("Images", images),
         ("Notebooks", ", ".join(names) or "none"),
         ("Git commit", git_commit()),
@@ -223,10 +217,9 @@ def _with_ids(cells: list, prefix: str) -> list:
     return cells
 
 
-def summary_cell(run_dir: Path) -> nbformat.NotebookNode:
-    """The "## 12. Summary" cell, from the run's results and parameters."""
-    params = run_parameters(run_dir)
-    source, synthetic = data_source(run_dir)
+def summary_cell(run_dir: Path, info: dict, source: str, synthetic: bool) -> nbformat.NotebookNode:
+    """The "## 12. Summary" cell, from the run's results and its resolved parameters (run.json)."""
+    params = info.get("parameters", {})
     results = {n: read_results(run_dir, n) for n in ("06", "07", "08", "09")}
     ablation = next((v for k, v in params.items() if k.startswith("08")), {})
     text = summary_text(source, synthetic, training_epochs(params), results, ablation)
@@ -247,12 +240,14 @@ def merge_notebooks(run_dir: Path) -> nbformat.NotebookNode:
     )
     merged.metadata["title"] = TITLE
     merged.metadata["date"] = date.today().isoformat()
-    merged.cells = title_cells(run_dir, list(nbs))
+    info = paths.read_run_info(run_dir)  # {} for a run made another way
+    source, synthetic = data_source(run_dir)
+    merged.cells = title_cells(run_dir, list(nbs), info, source)
     for name, nb in nbs.items():
         if stale_inputs(run_dir, name):
             merged.cells += _with_ids([nbformat.v4.new_markdown_cell(stale_text(name))], "stale")
         merged.cells.extend(report_cells(nb, name))
-    merged.cells.append(summary_cell(run_dir))
+    merged.cells.append(summary_cell(run_dir, info, source, synthetic))
     return merged
 
 
