@@ -21,7 +21,7 @@ from helpers.paths import RunPaths
 
 CHECKED = (
     "abl_epochs", "abl_batch_size", "abl_lr", "abl_max_train_images", "abl_checkpoint_every",
-    "polyp_train_share", "abl_n_samples", "n_boot",
+    "polyp_train_share", "abl_n_samples", "n_boot", "init",
 )  # fmt: skip
 SHORT_SETS = {ab.HEALTHY_TEST: "healthy", ab.POLYPS_EVAL: "polyps"}
 
@@ -43,6 +43,7 @@ class AblationSettings:
     seed: int
     precision: str = "auto"
     compile: bool = False
+    init: str = "pytorch"
 
     def __post_init__(self) -> None:
         """Apply the rules of helpers.params; errors name the bad parameter."""
@@ -104,6 +105,7 @@ class AblationRun:
                 arm, images, epochs=s.abl_epochs, batch_size=s.abl_batch_size, lr=s.abl_lr,
                 seed=s.seed, checkpoint_dir=folder, device=self.device,
                 checkpoint_every=s.abl_checkpoint_every, precision=s.precision, compile=s.compile,
+                init=s.init,
             )  # fmt: skip
 
     def arms_table(self) -> pd.DataFrame:

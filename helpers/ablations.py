@@ -243,12 +243,12 @@ def run_arm(
     arm: Arm, images: np.ndarray, *, epochs: int, batch_size: int, lr: float, seed: int,
     checkpoint_dir: str | os.PathLike, device: str | torch.device = "auto",
     checkpoint_every: int = 0, progress: bool = True, precision: str = "auto",
-    compile: bool = False,
+    compile: bool = False, init: str = "pytorch",
 ):  # fmt: skip
     """Train (or resume) one arm; a checkpoint trained on other data or settings is replaced."""
     tcfg = TrainConfig(
         loss="mse", epochs=epochs, batch_size=batch_size, lr=lr, beta=arm.beta, seed=seed,
-        checkpoint_every=checkpoint_every, precision=precision, compile=compile,
+        checkpoint_every=checkpoint_every, precision=precision, compile=compile, init=init,
     )  # fmt: skip
     mcfg = EndoVAEConfig(latent_dim=arm.latent_dim)
     folder = Path(checkpoint_dir)

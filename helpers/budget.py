@@ -2,6 +2,8 @@
 
 EndoVAE training dominates every profile, so the estimate is (training images of each notebook) /
 (images/s measured for the chosen precision) plus a fixed allowance for the rest of each notebook.
+With notebooks side by side (helpers.lanes) the speed is measured at one lane's thread count and
+the notebooks are laid out on the lanes in the order the runner starts them.
 """
 
 from __future__ import annotations
@@ -10,26 +12,31 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 
 from helpers.classes import HEALTHY_CLASSES
+from helpers.lanes import makespan, threads_per_job, upstream
 from helpers.paths import RunPaths
 from helpers.runtime import get_device
 from helpers.train import measure_images_per_s, training_precision
 
 # Seconds each notebook spends besides EndoVAE training (quick profile, 2-core AVX2 CPU).
 OTHER_SECONDS = {
-    "01": 15,
-    "02": 8,
-    "03": 5,
-    "04": 5,
-    "05": 10,
-    "06": 30,
-    "07": 45,
-    "08": 25,
-    "09": 60,
+    "01": 10,
+    "02": 12,
+    "03": 8,
+    "04": 8,
+    "05": 15,
+    "06": 20,
+    "07": 30,
+    "08": 30,
+    "09": 75,
 }
 DEFAULT_OTHER_SECONDS = 20
 REPORT_SECONDS = 25  # merging the executed notebooks and xelatex
+LANE_SLOWDOWN = (
+    1.3  # the rest of a notebook on a lane with fewer threads (imports, plots: one core)
+)
 KVASIR_V1_PER_CLASS = 500
 FLIPS = 4
 
@@ -71,32 +78,53 @@ def training_images(number: str, params: dict[str, Any], n_train: int) -> int:
 
 
 def estimate_seconds(
-    notebooks: dict[str, dict[str, Any]], images_per_s: float, processed: Path, report: bool
+    notebooks: dict[str, dict[str, Any]],
+    images_per_s: float,
+    processed: Path,
+    report: bool,
+    jobs: int = 1,
 ) -> tuple[float, int]:
-    """(expected seconds, training images) for notebooks {name: parameters}."""
+    """(expected seconds, training images) for notebooks {name: parameters} on `jobs` lanes."""
     first = next(iter(notebooks.values()), {})
     n_train = healthy_train_images(first | notebooks.get("01_preprocessing", {}), processed)
-    images = sum(training_images(n[:2], p, n_train) for n, p in notebooks.items())
-    other = sum(OTHER_SECONDS.get(n[:2], DEFAULT_OTHER_SECONDS) for n in notebooks)
-    return images / images_per_s + other + (REPORT_SECONDS if report else 0), images
+    slowdown = LANE_SLOWDOWN if jobs > 1 else 1.0
+    images, seconds = {}, {}
+    for name, params in notebooks.items():
+        images[name] = training_images(name[:2], params, n_train)
+        other = OTHER_SECONDS.get(name[:2], DEFAULT_OTHER_SECONDS) * slowdown
+        seconds[name] = images[name] / images_per_s + other
+    wall = makespan(seconds, jobs, lambda name: upstream(name, list(notebooks)))
+    return wall + (REPORT_SECONDS if report else 0), sum(images.values())
 
 
-def expected_time(chosen: dict[str, dict[str, Any]], run_dir: Path, report: bool) -> str:
-    """One line: the run's expected time, from the training speed measured on this machine.
+def expected_time(
+    chosen: dict[str, dict[str, Any]], run_dir: Path, report: bool, jobs: int = 1
+) -> str:
+    """One line: the run's expected time, from the training speed measured on this machine
+    (with `jobs` notebooks side by side: at one lane's thread count, which the notebooks reuse).
 
     `chosen` maps each notebook to run to every parameter it will run with.
     """
     processed = RunPaths(run_dir).processed
     trainer = next((p for p in chosen.values() if "precision" in p and "epochs" in p), None)
     if trainer is None:
-        seconds, _ = estimate_seconds(chosen, 1.0, processed, report)
+        seconds, _ = estimate_seconds(chosen, 1.0, processed, report, jobs)
         return f"expected time: about {seconds / 60:.1f} min (no EndoVAE training)"
     device = get_device(str(trainer.get("device", "auto")))
     batch = int(trainer.get("batch_size", 128))
-    choice = training_precision(device, str(trainer.get("precision", "auto")), batch)
-    speed = choice.speeds.get(choice.label) or measure_images_per_s(choice.precision, device, batch)
-    seconds, images = estimate_seconds(chosen, speed, processed, report)
+    threads = torch.get_num_threads()
+    if device.type == "cpu":
+        torch.set_num_threads(threads_per_job(jobs))
+    try:
+        choice = training_precision(device, str(trainer.get("precision", "auto")), batch)
+        speed = choice.speeds.get(choice.label) or measure_images_per_s(
+            choice.precision, device, batch
+        )
+    finally:
+        torch.set_num_threads(threads)
+    seconds, images = estimate_seconds(chosen, speed, processed, report, jobs)
+    lanes = f"{jobs} notebooks side by side, " if jobs > 1 else ""
     return (
-        f"expected time: about {seconds / 60:.1f} min ({images:,} EndoVAE training images at "
-        f"{speed:,.1f} img/s, {choice.describe()}; plus the rest of each notebook)"
+        f"expected time: about {seconds / 60:.1f} min ({lanes}{images:,} EndoVAE training images "
+        f"at {speed:,.1f} img/s, {choice.describe()}; plus the rest of each notebook)"
     )

@@ -24,15 +24,23 @@ from helpers.processed import load_split
 from helpers.trained import result_key
 
 HEALTHY_SETS = {"healthy (held-out)": "test", "healthy (train)": "train"}  # set name: split
+TRAIN_SET = "healthy (train)"
 TABLE_FILES = {"MSE": "table1_mse.csv", "BCE": "table2_bce.csv"}  # Tables 1 and 2
 
 
-def image_sets(processed: str | os.PathLike) -> dict[str, tuple[np.ndarray, pd.DataFrame]]:
-    """Every polyp, then the held-out and the training healthy images, with their manifest rows."""
+def image_sets(
+    processed: str | os.PathLike, n_eval_train: int = 0, seed: int = 0
+) -> dict[str, tuple[np.ndarray, pd.DataFrame]]:
+    """Every polyp, then the held-out and the training healthy images, with their manifest rows;
+    `n_eval_train` > 0 keeps that many seeded random training images (enough for the gap)."""
     sets = {ALL_POLYPS: load_split(processed, "polyps")}
     sets.update(
         {name: load_split(processed, "normal", split) for name, split in HEALTHY_SETS.items()}
     )
+    images, rows = sets[TRAIN_SET]
+    if 0 < n_eval_train < len(images):
+        keep = np.sort(np.random.default_rng(seed).choice(len(images), n_eval_train, replace=False))
+        sets[TRAIN_SET] = (images[keep], rows.iloc[keep].reset_index(drop=True))
     return sets
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import nbformat
 import papermill as pm
+from jupyter_client import AsyncKernelManager
 
 from helpers.progress import PROGRESS_ENV, format_progress, read_progress
 
@@ -36,9 +37,28 @@ def quiet_papermill() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def execute(source: Path, params: dict[str, Any], out: Path) -> Path:
-    """Run notebook `source` with papermill into `out` (atomic rename when done, even failed)."""
+def kernel_manager(env: dict[str, str]) -> type[AsyncKernelManager]:
+    """A kernel manager class whose kernels start with `env` on top of this process's environment
+    (each notebook its own progress file and thread count, however many run at once)."""
+
+    class EnvKernelManager(AsyncKernelManager):
+        """Adds `env` to the kernel's environment."""
+
+        async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
+            """Launch as usual, with `env` added (jupyter_client's documented override point)."""
+            kw["env"] = {**kw.get("env", os.environ), **env}
+            await super()._async_launch_kernel(kernel_cmd, **kw)
+
+    return EnvKernelManager
+
+
+def execute(
+    source: Path, params: dict[str, Any], out: Path, env: dict[str, str] | None = None
+) -> Path:
+    """Run notebook `source` with papermill into `out` (atomic rename when done, even failed);
+    `env` is added to the kernel's environment."""
     partial = out.with_name(f".{source.stem}.partial.ipynb")
+    extra = {"kernel_manager_class": kernel_manager(env)} if env else {}
     try:
         with quiet_papermill():
             pm.execute_notebook(
@@ -49,6 +69,7 @@ def execute(source: Path, params: dict[str, Any], out: Path) -> Path:
                 kernel_name=KERNEL,
                 progress_bar=False,
                 extra_arguments=KERNEL_ARGS,
+                **extra,
             )
     finally:
         if partial.exists():
@@ -121,3 +142,63 @@ def live_progress(run_dir: Path, header: str) -> Iterator[None]:
             print(f"\r{header}".ljust(160) + f"\r{header}", end="", flush=True)
         elif printed:  # the outcome goes on a line of its own after the status lines
             print(f"\n{header}", end="", flush=True)
+
+
+class ProgressBoard:
+    """Live status of notebooks running side by side: on a terminal one line, redrawn every
+    second, with each notebook's status; in a log a line per notebook every 30 s."""
+
+    def __init__(self, run_dir: Path):
+        self.folder, self.running = run_dir / "executed", {}
+        self.tty, self.lock, self.stop = sys.stdout.isatty(), threading.Lock(), threading.Event()
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+
+    def __enter__(self) -> ProgressBoard:
+        """Start polling."""
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Stop polling and clear the status line."""
+        self.stop.set()
+        self.thread.join()
+        self.say("")
+
+    def path(self, name: str) -> Path:
+        """Progress file of one notebook (its kernel gets it as ENDOVAE_PROGRESS_FILE)."""
+        return self.folder / f".progress-{name}.json"
+
+    def start(self, name: str, label: str) -> dict[str, str]:
+        """Show notebook `name` as `label`; returns the environment entry for its kernel."""
+        self.path(name).unlink(missing_ok=True)
+        with self.lock:
+            self.running[name] = [label, time.monotonic()]
+        return {PROGRESS_ENV: str(self.path(name))}
+
+    def finish(self, name: str) -> None:
+        """Stop showing notebook `name`."""
+        with self.lock:
+            self.running.pop(name, None)
+        self.path(name).unlink(missing_ok=True)
+
+    def say(self, text: str) -> None:
+        """Print a line of its own (above the status line on a terminal)."""
+        with self.lock:
+            if self.tty:
+                print("\r" + " " * 160 + "\r", end="")
+            if text:
+                print(text, flush=True)
+
+    def _poll(self) -> None:
+        """Redraw (terminal) or print (log) the running notebooks' status until stopped."""
+        while not self.stop.wait(1.0):
+            with self.lock:
+                status = {n: format_progress(read_progress(self.path(n))) for n in self.running}
+                if self.tty:
+                    line = " | ".join(f"{n[:2]}: {s}" for n, s in status.items() if s)
+                    print(f"\r{line}"[:160].ljust(160), end="", flush=True)
+                    continue
+                for name, (label, last) in self.running.items():
+                    if status[name] and time.monotonic() - last >= 30:
+                        print(f"    {label}: {status[name]}", flush=True)
+                        self.running[name][1] = time.monotonic()

@@ -154,6 +154,29 @@ class EndoVAE(nn.Module):
         return self.decode(self.reparameterize(mu, logvar) if sample else mu)
 
 
+INIT_SCHEMES = ("pytorch", "he")
+HE_LOGVAR_BIAS = -6.0  # log sigma^2 of q(z|x) at the start: sigma 0.05, so z carries the code
+
+
+def init_weights(model: EndoVAE, scheme: str) -> EndoVAE:
+    """Initialise in place: "pytorch" keeps PyTorch's defaults (the paper's code); "he" gives the
+    decoder's ReLU layers He-normal weights and zero biases (so z's signal survives its seven
+    layers), its output conv near-zero weights, and log sigma^2 a bias of HE_LOGVAR_BIAS (a narrow
+    posterior); the encoder keeps PyTorch's defaults (He there made mu overshoot)."""
+    if scheme not in INIT_SCHEMES:
+        raise ValueError(f"init={scheme!r}: must be one of {', '.join(INIT_SCHEMES)}")
+    if scheme == "pytorch":
+        return model
+    for layer in model.decoder.modules():
+        if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            mode = "fan_out" if isinstance(layer, nn.ConvTranspose2d) else "fan_in"
+            nn.init.kaiming_normal_(layer.weight, mode=mode, nonlinearity="relu")
+            nn.init.zeros_(layer.bias)
+    nn.init.normal_(model.decoder.net[-1].weight, std=1e-3)
+    nn.init.constant_(model.encoder.logvar.bias, HE_LOGVAR_BIAS)
+    return model
+
+
 def count_parameters(module: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad)

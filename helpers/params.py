@@ -26,6 +26,7 @@ import numpy as np
 
 from helpers import paths
 from helpers.losses import RECON_LOSSES
+from helpers.model import INIT_SCHEMES
 from helpers.runtime import DEVICE_CHOICES, PRECISIONS
 
 # data_dir values that name a data source instead of a path; "synthetic" / "embedded" are the
@@ -147,11 +148,13 @@ RULES: dict[str, Rule] = {
     "checkpoint_every": at_least(int, 0),
     "resume": FLAG,
     "max_train_images": at_least(int, 0),
+    "init": one_of(INIT_SCHEMES),
     # 05 generation and reconstruction
     "n_show": COUNT,
     "sample_seed": at_least(int, 0),
     # 06 metrics
     "n_eval_polyps": COUNT,
+    "n_eval_train": at_least(int, 0),
     "allow_fewer": FLAG,
     "n_boot": at_least(int, 100),  # fewer resamples give unstable 95 % intervals
     # 07 classifier (and 09's classifiers)
@@ -186,7 +189,7 @@ RULES: dict[str, Rule] = {
 _COMMON = ("run_dir", "seed", "device")
 _TRAINING = (
     "run_dir", "loss", "epochs", "batch_size", "lr", "seed", "device", "checkpoint_every",
-    "resume", "compile", "precision", "max_train_images",
+    "resume", "compile", "precision", "max_train_images", "init",
 )  # fmt: skip
 SCHEMAS: dict[str, tuple[str, ...]] = {
     "01_preprocessing": (
@@ -197,7 +200,9 @@ SCHEMAS: dict[str, tuple[str, ...]] = {
     "03_train_mse": _TRAINING,
     "04_train_bce": _TRAINING,
     "05_generation_reconstruction": (*_COMMON, "n_show", "sample_seed"),
-    "06_metrics": (*_COMMON, "n_eval_polyps", "allow_fewer", "n_boot", "batch_size"),
+    "06_metrics": (
+        *_COMMON, "n_eval_polyps", "n_eval_train", "allow_fewer", "n_boot", "batch_size",
+    ),
     "07_classifier_bonus": (
         *_COMMON, "n_pairs", "n_clf_train", "n_clf_test", "clf_epochs", "clf_lr",
         "clf_batch_size", "weights", "clf_input_size", "allow_fewer", "precision", "compile",
@@ -205,7 +210,7 @@ SCHEMAS: dict[str, tuple[str, ...]] = {
     "08_ablations": (
         *_COMMON, "abl_epochs", "abl_batch_size", "abl_lr", "abl_max_train_images",
         "abl_checkpoint_every", "latent_dims", "betas", "polyp_train_share", "abl_n_samples",
-        "n_boot", "precision", "compile",
+        "n_boot", "precision", "compile", "init",
     ),
     "09_synthetic_data": (
         *_COMMON, "precision", "polyp_train_share", "per_healthy_class", "polyp_init",

@@ -2,7 +2,7 @@
 
     python -m helpers.run [--profile quick|paper|FILE.yaml] [-p NAME VALUE ...] [--data PATH]
                           [--device DEV] [--run-dir DIR] [--only 03,04] [--force] [--no-report]
-                          [--list]
+                          [--jobs N] [--list]
 
 Every `notebooks/NN_name.ipynb` runs in order (cwd `notebooks/`, kernel `python3`) into
 `<run_dir>/executed/` (sources are never written), with its defaults, then the profile's values
@@ -10,8 +10,9 @@ Every `notebooks/NN_name.ipynb` runs in order (cwd `notebooks/`, kernel `python3
 recorded in `<run_dir>/run.json` (read it with `helpers.paths.read_run_info`).
 
 A notebook is skipped when its stamp (`executed/.stamps/NN_name.json`: digest of the notebook,
-its parameters, the helpers source, its data and every file the notebooks before it wrote, see
-helpers.stamps) is unchanged and its own outputs are intact; `--force` reruns it anyway.
+its parameters, the helpers source, its data and every file written by the notebooks it reads,
+see helpers.stamps and helpers.lanes) is unchanged and its own outputs are intact; `--force`
+reruns it anyway. `--jobs N` runs up to N notebooks that do not read each other side by side.
 Timings go to `<run_dir>/timings.csv`.
 
 Exit codes: 0 success, 1 a notebook or the report failed, 2 bad arguments or parameters.
@@ -26,6 +27,7 @@ import re
 import sys
 import time
 from collections.abc import Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,8 +38,9 @@ import torch
 from helpers import paths, report
 from helpers.atomic import atomic_write_text
 from helpers.budget import expected_time
-from helpers.execution import describe_failure, execute, live_progress
+from helpers.execution import ProgressBoard, describe_failure, execute, live_progress
 from helpers.fingerprint import file_digest, json_digest
+from helpers.lanes import threads_per_job, upstream
 from helpers.lock import LockBusy, file_lock
 from helpers.params import Declared, notebook_parameters, problem, type_problem
 from helpers.profile import (
@@ -61,7 +64,7 @@ NOTEBOOK_RE = re.compile(r"^(\d{2})_\w+\.ipynb$")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 # helpers files that do not change what a notebook computes (left out of the stamp hash).
 # The runner's and the report's code: a change there does not change what a notebook computes.
-STAMP_EXCLUDE = ("run.py", "profile.py", "execution.py", "report.py", "export.py", "narrative/summary.py")  # fmt: skip
+STAMP_EXCLUDE = ("run.py", "profile.py", "execution.py", "lanes.py", "report.py", "export.py", "narrative/summary.py")  # fmt: skip
 PSEUDO_FILE_SYSTEMS = ("/proc", "/sys", "/dev")
 
 
@@ -274,20 +277,30 @@ def write_run_info(plan: Plan, profile: str, argv: list[str]) -> Path:
     return atomic_write_text(paths.RunPaths(plan.run_dir).run_info, text)
 
 
+def plan_device(resolved: dict[str, dict[str, Any]]) -> torch.device:
+    """The device the notebooks will use (from their `device` parameter; errors propagate)."""
+    return get_device(next((p["device"] for p in resolved.values() if "device" in p), "auto"))
+
+
 def device_label(resolved: dict[str, dict[str, Any]]) -> str:
     """The device the notebooks will use, in words (from their `device` parameter)."""
-    requested = next((p["device"] for p in resolved.values() if "device" in p), "auto")
     try:
-        return describe_device(get_device(requested))
+        return describe_device(plan_device(resolved))
     except (ValueError, RuntimeError):
-        return str(requested)
+        return str(next((p["device"] for p in resolved.values() if "device" in p), "auto"))
 
 
-def run_one(nb: Notebook, params: dict, run_dir: Path, key: str, inputs: dict) -> float:
-    """Execute one notebook, then write its stamp; return its seconds (errors propagate)."""
+def run_one(
+    nb: Notebook, params: dict, run_dir: Path, key: str, inputs: dict, env: dict | None = None
+) -> float:
+    """Execute one notebook, then write its stamp; return its seconds (errors propagate).
+
+    Its recorded outputs are the files that changed while it ran: with notebooks side by side
+    that includes theirs, which only makes its skip check stricter.
+    """
     stamp_path(run_dir, nb.name).unlink(missing_ok=True)
     before, start = snapshot(run_dir), time.perf_counter()
-    execute(nb.path, params, run_dir / "executed" / nb.path.name)
+    execute(nb.path, params, run_dir / "executed" / nb.path.name, env)
     seconds = time.perf_counter() - start
     stamp = {"notebook": nb.name, "key": key, "seconds": round(seconds, 2), "parameters": params,
              **inputs, "outputs": written_files(run_dir, before)}  # fmt: skip
@@ -303,14 +316,20 @@ def is_current(nb: Notebook, run_dir: Path, key: str) -> bool | None:
     return True if outputs_intact(run_dir, stored.get("outputs", {})) else None
 
 
+def notebook_key(plan: Plan, nb: Notebook, code_hash: str) -> tuple[str, dict]:
+    """Stamp key of a notebook now, and what its stamp records of its inputs."""
+    params = plan.resolved[nb.name]
+    earlier = upstream(nb.name, [n.name for n in plan.notebooks])
+    inputs = inputs_digest(plan.run_dir, earlier, params)
+    return stamp_key(nb, params, code_hash, inputs), {"inputs": inputs, "inputs_from": earlier}
+
+
 def run_notebooks(plan: Plan, force: bool) -> tuple[list[Outcome], bool]:
     """Execute (or skip) the selected notebooks in order; stop at the first failure."""
     code_hash, outcomes, run_dir = helpers_hash(), [], plan.run_dir
     for i, nb in enumerate(plan.selected, start=1):
         params = plan.resolved[nb.name]
-        earlier = [n.name for n in plan.notebooks if n.name < nb.name]
-        inputs = inputs_digest(run_dir, earlier, params)
-        key = stamp_key(nb, params, code_hash, inputs)
+        key, inputs = notebook_key(plan, nb, code_hash)
         header = f"[{i}/{len(plan.selected)}] {nb.name} ..."
         print(header, end="", flush=True)
         current = None if force else is_current(nb, run_dir, key)
@@ -323,9 +342,7 @@ def run_notebooks(plan: Plan, force: bool) -> tuple[list[Outcome], bool]:
         start = time.perf_counter()
         try:
             with live_progress(run_dir, header):
-                seconds = run_one(
-                    nb, params, run_dir, key, {"inputs": inputs, "inputs_from": earlier}
-                )
+                seconds = run_one(nb, params, run_dir, key, inputs)
         except Exception as exc:  # papermill/kernel errors: report in a few lines and stop
             outcomes.append(Outcome(nb.name, time.perf_counter() - start, False))
             print(f" failed after {outcomes[-1].seconds:.1f} s", flush=True)
@@ -335,6 +352,62 @@ def run_notebooks(plan: Plan, force: bool) -> tuple[list[Outcome], bool]:
         outcomes.append(Outcome(nb.name, seconds, False))
         print(f" {seconds:.1f} s", flush=True)
     return outcomes, True
+
+
+def run_side_by_side(plan: Plan, force: bool, jobs: int) -> tuple[list[Outcome], bool]:
+    """Execute (or skip) the selected notebooks, up to `jobs` at once, each as soon as the ones it
+    reads (helpers.lanes) have finished; after a failure none starts and the running ones finish."""
+    code_hash, run_dir, names = helpers_hash(), plan.run_dir, [nb.name for nb in plan.selected]
+    threads = {"OMP_NUM_THREADS": str(threads_per_job(jobs))}
+    pending, running, done, ok = list(plan.selected), {}, {}, True
+    label = {name: f"[{i}/{len(names)}] {name} ..." for i, name in enumerate(names, start=1)}
+
+    def next_ready() -> Notebook | None:
+        """The first pending notebook whose upstream notebooks have all finished."""
+        return next((nb for nb in pending if set(upstream(nb.name, names)) <= set(done)), None)
+
+    with ThreadPoolExecutor(jobs) as pool, ProgressBoard(run_dir) as board:
+        while True:
+            while ok and len(running) < jobs and (nb := next_ready()) is not None:
+                pending.remove(nb)
+                key, inputs = notebook_key(plan, nb, code_hash)
+                current = None if force else is_current(nb, run_dir, key)
+                if current:
+                    board.say(f"{label[nb.name]} skipped (unchanged)")
+                    done[nb.name] = Outcome(nb.name, 0.0, True)
+                    continue
+                changed = (
+                    " (outputs changed since its last run)" if current is None and not force else ""
+                )
+                env = threads | board.start(nb.name, nb.name)
+                future = pool.submit(run_one, nb, plan.resolved[nb.name], run_dir, key, inputs, env)
+                running[future] = (nb, time.perf_counter())
+                board.say(f"{label[nb.name]} started{changed}")
+            if not running:
+                break
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                nb, start = running.pop(future)
+                board.finish(nb.name)
+                ok = _record(future, nb, start, done, board, label[nb.name], run_dir) and ok
+    return [done[n] for n in names if n in done], ok and not pending
+
+
+def _record(
+    future: Future, nb: Notebook, start: float, done: dict, board, label: str, run_dir: Path
+) -> bool:
+    """Note a finished notebook's outcome and print it; False when it failed."""
+    try:
+        seconds = future.result()
+    except Exception as exc:  # papermill/kernel errors: report in a few lines
+        done[nb.name] = Outcome(nb.name, time.perf_counter() - start, False)
+        board.say(f"{label} failed after {done[nb.name].seconds:.1f} s")
+        print(describe_failure(nb.path, exc), file=sys.stderr)
+        print(f"  executed notebook: {run_dir / 'executed' / nb.path.name}", file=sys.stderr)
+        return False
+    done[nb.name] = Outcome(nb.name, seconds, False)
+    board.say(f"{label} done in {seconds:.1f} s")
+    return True
 
 
 def print_summary(outcomes: list[Outcome]) -> None:
@@ -385,6 +458,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--run-dir", help="run folder (default: runs/<profile>)")
     parser.add_argument("--only", help="comma-separated notebook numbers or names, e.g. 03,04")
     parser.add_argument("--force", action="store_true", help="rerun notebooks even if unchanged")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="notebooks that do not read each other run side by side, up to this many (default 1)",
+    )
     parser.add_argument("--no-report", action="store_true", help="do not build the PDF/HTML")
     parser.add_argument("--list", action="store_true", help="list notebooks and parameters")
     parser.add_argument("--notebooks-dir", help=argparse.SUPPRESS)  # tests use dummy notebooks
@@ -457,6 +536,8 @@ def run_command(argv: Sequence[str] | None = None) -> int:
         plan = prepare(args)
     except UsageError as exc:
         plan = Plan([], [], {}, {}, Path(), [str(exc)])
+    if args.jobs < 1:
+        plan.errors.append(f"--jobs {args.jobs}: must be 1 or more")
     if args.list and plan.notebooks:
         list_notebooks(plan.notebooks, plan.overrides)
     for line in plan.errors:
@@ -483,9 +564,16 @@ def run_locked(args: argparse.Namespace, plan: Plan) -> int:
     print(f"profile {profile_name(args.profile)} -> {plan.run_dir}", flush=True)
     write_run_info(plan, profile_name(args.profile), args.argv)
     chosen = {nb.name: plan.resolved[nb.name] for nb in plan.selected}
-    print(expected_time(chosen, plan.run_dir, not args.no_report), flush=True)
+    jobs = args.jobs
+    print(expected_time(chosen, plan.run_dir, not args.no_report, jobs), flush=True)
     started = time.perf_counter()
-    outcomes, ok = run_notebooks(plan, args.force)
+    if jobs > 1:
+        print(
+            f"{jobs} notebooks side by side, {threads_per_job(jobs)} CPU thread(s) each", flush=True
+        )
+        outcomes, ok = run_side_by_side(plan, args.force, jobs)
+    else:
+        outcomes, ok = run_notebooks(plan, args.force)
     write_timings(plan.run_dir, outcomes)
     print_summary(outcomes)
     if not ok:

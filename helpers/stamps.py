@@ -21,7 +21,10 @@ def snapshot(run_dir: Path) -> dict[str, tuple[int, int]]:
         rel = path.relative_to(run_dir).as_posix()
         if rel.split("/")[0] in ("executed", "report") or not path.is_file():
             continue
-        stat = path.stat()
+        try:
+            stat = path.stat()
+        except FileNotFoundError:  # a temporary file of a notebook running beside this one
+            continue
         found[rel] = (stat.st_size, stat.st_mtime_ns)
     return found
 
@@ -29,11 +32,9 @@ def snapshot(run_dir: Path) -> dict[str, tuple[int, int]]:
 def written_files(run_dir: Path, before: dict[str, tuple[int, int]]) -> dict[str, str]:
     """Files a notebook wrote (new or changed since `before`) -> their sha256."""
     after = snapshot(run_dir)
-    return {
-        rel: file_digest(run_dir / rel)
-        for rel, sig in sorted(after.items())
-        if before.get(rel) != sig
-    }
+    changed = (rel for rel, sig in sorted(after.items()) if before.get(rel) != sig)
+    digests = {rel: file_digest(run_dir / rel) for rel in changed}
+    return {rel: digest for rel, digest in digests.items() if digest != "missing"}
 
 
 def outputs_intact(run_dir: Path, outputs: dict[str, str]) -> bool:

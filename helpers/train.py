@@ -39,7 +39,7 @@ from helpers.checkpoint import read_checkpoint, save_checkpoint
 from helpers.fingerprint import array_digest, file_digest
 from helpers.infer import images_to_tensor
 from helpers.losses import vae_loss
-from helpers.model import EndoVAE, EndoVAEConfig
+from helpers.model import EndoVAE, EndoVAEConfig, init_weights
 from helpers.params import check
 from helpers.progress import report_progress
 from helpers.runtime import (
@@ -72,6 +72,7 @@ class TrainConfig:
     checkpoint_every: int = 10
     precision: str = "auto"
     compile: bool = False
+    init: str = "pytorch"  # weight init (helpers.model.INIT_SCHEMES); the paper's code: PyTorch's
 
     def __post_init__(self) -> None:
         """Validate every field; errors name the parameter."""
@@ -171,7 +172,8 @@ def history_frame(rows: list[dict]) -> pd.DataFrame:
 def _config_mismatch(state: dict, tcfg: TrainConfig, mcfg: EndoVAEConfig) -> list[str]:
     """Differences (as 'name: saved -> requested') that forbid resuming from `state`."""
     diffs = []
-    saved_t, wanted_t = state.get("train_config", {}), tcfg.to_dict()
+    saved_t = {"init": "pytorch", **state.get("train_config", {})}  # older checkpoints: no init key
+    wanted_t = tcfg.to_dict()
     for key in wanted_t:
         if key not in RESUMABLE_CHANGES and saved_t.get(key) != wanted_t[key]:
             diffs.append(f"{key}: {saved_t.get(key)!r} -> {wanted_t[key]!r}")
@@ -465,6 +467,8 @@ def fit(
         model.load_state_dict(state["model"])
     elif init_from is not None:
         model.load_state_dict(read_checkpoint(Path(init_from))["model"])
+    else:
+        init_weights(model, tcfg.init)
     fmt = torch.channels_last if prec.channels_last else torch.contiguous_format
     model = model.to(dev, memory_format=fmt)
     optimizer = _make_optimizer(model, tcfg.lr, dev)

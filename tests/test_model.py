@@ -11,7 +11,7 @@ from torch import nn
 
 from helpers import infer
 from helpers.diagram import draw_architecture, layer_table, trace_layers
-from helpers.model import EndoVAE, EndoVAEConfig, count_parameters
+from helpers.model import HE_LOGVAR_BIAS, EndoVAE, EndoVAEConfig, count_parameters, init_weights
 
 # Parameter counts stated for the paper's network (encoder ~9.8 M, decoder ~1.3 M).
 PAPER_ENCODER, PAPER_DECODER = 9_842_380, 1_282_467
@@ -110,3 +110,29 @@ def test_draw_architecture_writes_png(tmp_path):
     assert f"{PAPER_ENCODER:,}" in texts and f"{PAPER_DECODER:,}" in texts
     assert "256 × 12 × 12" in texts
     plt.close(fig)
+
+
+def test_he_init_keeps_the_shapes_and_narrows_the_posterior():
+    torch.manual_seed(0)
+    paper = EndoVAE()
+    torch.manual_seed(0)
+    assert all(torch.equal(a, b) for a, b in zip(paper.state_dict().values(),
+               init_weights(EndoVAE(), "pytorch").state_dict().values(), strict=True))  # fmt: skip
+    torch.manual_seed(0)
+    he = init_weights(EndoVAE(), "he")
+    assert count_parameters(he) == count_parameters(paper)
+    assert torch.all(he.encoder.logvar.bias == HE_LOGVAR_BIAS)
+    assert torch.equal(he.encoder.features[0].weight, paper.encoder.features[0].weight)
+    conv = he.decoder.net[2]
+    assert torch.all(conv.bias == 0)
+    fan_in = conv.weight[0].numel()
+    assert float(conv.weight.detach().std()) == pytest.approx((2 / fan_in) ** 0.5, rel=0.25)
+    assert float(he.decoder.net[-1].weight.abs().max()) < 0.01  # outputs start near sigmoid(0)
+    with torch.no_grad():
+        _, _, logvar = he(torch.rand(4, 3, 96, 96))
+    assert float(logvar.mean()) < -4  # sigma about 0.05: z carries the code from the first step
+
+
+def test_unknown_init_is_named():
+    with pytest.raises(ValueError, match="init='xavier'"):
+        init_weights(EndoVAE(), "xavier")

@@ -157,6 +157,23 @@ def test_resume_with_other_settings_is_refused(tmp_path):
     assert fresh.resumed_from_epoch == 0
 
 
+def test_init_is_a_setting_and_checkpoints_without_it_resume_as_pytorch(tmp_path):
+    ckpt = tmp_path / "m.pt"
+    images = smooth_images(8, 16)
+    kwargs = {"model_config": TINY, "checkpoint_path": ckpt, "device": "cpu", "progress": False}
+    he = fit(images, TrainConfig(epochs=1, batch_size=8, init="he"), resume=False, **kwargs)
+    paper = fit(images, TrainConfig(epochs=1, batch_size=8), resume=False, **kwargs)
+    assert not torch.equal(he.model.encoder.logvar.bias, paper.model.encoder.logvar.bias)
+    state = torch.load(ckpt, weights_only=False)
+    del state["train_config"]["init"]  # as written before `init` existed
+    torch.save(state, ckpt)
+    assert fit(images, TrainConfig(epochs=2, batch_size=8), **kwargs).resumed_from_epoch == 1
+    with pytest.raises(ValueError, match="init: 'pytorch' -> 'he'"):
+        fit(images, TrainConfig(epochs=3, batch_size=8, init="he"), **kwargs)
+    with pytest.raises(ValueError, match="init='xavier'"):
+        TrainConfig(init="xavier")
+
+
 class NaNAfter(EndoVAE):
     """EndoVAE whose training forward returns NaN logits from call `after` + 1 on."""
 
