@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from helpers.atomic import atomic_write_csv
-from helpers.model import EndoVAEConfig
+from helpers.model import HE_LOGVAR_BIAS, EndoVAEConfig
 from helpers.paths import RunPaths
 from helpers.plots import plot_loss_curves
 from helpers.processed import load_images
@@ -41,21 +41,28 @@ def training_images(processed, max_train_images: int, seed: int) -> np.ndarray:
     return images
 
 
+INIT_LABELS = {
+    "pytorch": "PyTorch's defaults",
+    "he": f"He-normal decoder, log-variance bias {HE_LOGVAR_BIAS:g}",
+}
+
+
 def settings_table(config: TrainConfig, n_images: int, precision: str, device: str) -> pd.DataFrame:
     """Table S7: training settings of the original report and of this run."""
     frames = ORIGINAL_TRAIN_IMAGES // 4
     original = [
         "Adam", f"{ORIGINAL_LR:g}", f"{ORIGINAL_BATCH}", f"{ORIGINAL_EPOCHS:,} (paper: {PAPER_EPOCHS:,})",
         f"{ORIGINAL_TRAIN_IMAGES:,} ({frames:,} healthy frames x 4 flips)", "MSE, then BCE",
-        f"{ORIGINAL_LATENT_DIM}", "not stated",
+        f"{ORIGINAL_LATENT_DIM}", "not stated", "not stated",
     ]  # fmt: skip
     this_run = [
         "Adam", f"{config.lr:g}", f"{config.batch_size}", f"{config.epochs:,}", f"{n_images:,}",
-        config.loss.upper(), f"{EndoVAEConfig().latent_dim}", f"{precision} on {device}",
+        config.loss.upper(), f"{EndoVAEConfig().latent_dim}", INIT_LABELS[config.init],
+        f"{precision} on {device}",
     ]  # fmt: skip
     index = [
         "optimiser", "learning rate", "batch size", "epochs", "training images",
-        "reconstruction loss", "latent_dim", "precision, device",
+        "reconstruction loss", "latent_dim", "weight init", "precision, device",
     ]  # fmt: skip
     return pd.DataFrame({"original report": original, "this run": this_run}, index=index)
 
