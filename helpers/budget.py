@@ -34,9 +34,8 @@ OTHER_SECONDS = {
 }
 DEFAULT_OTHER_SECONDS = 20
 REPORT_SECONDS = 25  # merging the executed notebooks and xelatex
-LANE_SLOWDOWN = (
-    1.3  # the rest of a notebook on a lane with fewer threads (imports, plots: one core)
-)
+# The rest of a notebook on a lane with fewer threads (imports and plots use one core anyway).
+LANE_SLOWDOWN = 1.3
 KVASIR_V1_PER_CLASS = 500
 FLIPS = 4
 
