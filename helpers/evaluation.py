@@ -20,7 +20,7 @@ from helpers.atomic import atomic_write_csv
 from helpers.metrics import ALL_POLYPS, METRIC_LABELS, METRICS
 from helpers.model import EndoVAE
 from helpers.paths import RunPaths
-from helpers.processed import load_split
+from helpers.processed import load_split, seeded_positions
 from helpers.trained import result_key
 
 HEALTHY_SETS = {"healthy (held-out)": "test", "healthy (train)": "train"}  # set name: split
@@ -39,7 +39,7 @@ def image_sets(
     )
     images, rows = sets[TRAIN_SET]
     if 0 < n_eval_train < len(images):
-        keep = np.sort(np.random.default_rng(seed).choice(len(images), n_eval_train, replace=False))
+        keep = seeded_positions(len(images), n_eval_train, seed)
         sets[TRAIN_SET] = (images[keep], rows.iloc[keep].reset_index(drop=True))
     return sets
 
@@ -54,7 +54,7 @@ def eval_pick(
             raise ValueError(message + " (set allow_fewer=True to evaluate all of them)")
         warnings.warn(message + "; allow_fewer=True, so all of them are evaluated", stacklevel=2)
     n_eval = min(n_eval_polyps, n_polyps)
-    return np.sort(np.random.default_rng(seed).choice(n_polyps, size=n_eval, replace=False))
+    return seeded_positions(n_polyps, n_eval, seed)
 
 
 def eval_set_name(n_eval: int) -> str:

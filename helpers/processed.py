@@ -152,6 +152,11 @@ def _check_group_split(group: str, split: str | None) -> None:
         raise ValueError(f"split={split!r}: expected None, {', '.join(SPLITS)}")
 
 
+def seeded_positions(n: int, k: int, seed: int) -> np.ndarray:
+    """Sorted positions of k of n items, drawn without replacement with `seed`."""
+    return np.sort(np.random.default_rng(seed).choice(n, size=k, replace=False))
+
+
 def load_split(
     out_dir: str | os.PathLike, group: str = "normal", split: str | None = None
 ) -> tuple[np.ndarray, pd.DataFrame]:

@@ -14,7 +14,7 @@ from helpers.atomic import atomic_write_csv
 from helpers.model import HE_LOGVAR_BIAS, EndoVAEConfig
 from helpers.paths import RunPaths
 from helpers.plots import plot_loss_curves
-from helpers.processed import load_images
+from helpers.processed import load_images, seeded_positions
 from helpers.reference import (
     ORIGINAL_BATCH,
     ORIGINAL_EPOCHS,
@@ -36,8 +36,7 @@ def training_images(processed, max_train_images: int, seed: int) -> np.ndarray:
     """The healthy training images of notebook 01; at most `max_train_images` (seeded; 0 = all)."""
     images = load_images(processed, "normal", split="train")
     if max_train_images and max_train_images < len(images):
-        keep = np.random.default_rng(seed).choice(len(images), max_train_images, replace=False)
-        images = images[np.sort(keep)]
+        images = images[seeded_positions(len(images), max_train_images, seed)]
     return images
 
 
