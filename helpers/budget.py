@@ -17,7 +17,7 @@ import torch
 from helpers.classes import HEALTHY_CLASSES
 from helpers.lanes import makespan, threads_per_job, upstream
 from helpers.paths import RunPaths
-from helpers.runtime import get_device
+from helpers.runtime import PrecisionChoice, get_device
 from helpers.train import measure_images_per_s, training_precision
 
 # Seconds each notebook spends besides EndoVAE training (quick profile, 2-core AVX2 CPU).
@@ -96,6 +96,14 @@ def estimate_seconds(
     return wall + (REPORT_SECONDS if report else 0), sum(images.values())
 
 
+def current_speed(choice: PrecisionChoice, device: torch.device, batch: int) -> float:
+    """Images/s of the chosen path now: a cached figure may come from a faster hour of a shared
+    machine (this one's speed drifted by a third within a day), so it is timed again (~2 s)."""
+    if choice.fresh and choice.label in choice.speeds:
+        return choice.speeds[choice.label]
+    return measure_images_per_s(choice.precision, device, batch)
+
+
 def expected_time(
     chosen: dict[str, dict[str, Any]], run_dir: Path, report: bool, jobs: int = 1
 ) -> str:
@@ -116,9 +124,7 @@ def expected_time(
         torch.set_num_threads(threads_per_job(jobs))
     try:
         choice = training_precision(device, str(trainer.get("precision", "auto")), batch)
-        speed = choice.speeds.get(choice.label) or measure_images_per_s(
-            choice.precision, device, batch
-        )
+        speed = current_speed(choice, device, batch)
     finally:
         torch.set_num_threads(threads)
     seconds, images = estimate_seconds(chosen, speed, processed, report, jobs)

@@ -31,6 +31,8 @@ TEX_INSTALL_HINT = (
 )
 # Lines of a pandoc longtable that a plain tabular does not have.
 TABLE_DROP_LINES = ("\\endhead", "\\endfirsthead", "\\endfoot", "\\endlastfoot")
+# What a xelatex pass writes for the next one; once unchanged, the PDF is final.
+LATEX_STATE_FILES = (".aux", ".toc", ".out")
 # Scripts the DejaVu fonts lack (CJK, kana, hangul, full-width forms): xelatex would drop them.
 MISSING_GLYPHS = re.compile("[\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef]")
 
@@ -112,9 +114,35 @@ def export_html(nb: nbformat.NotebookNode, path: Path) -> Path:
     return atomic_write_text(path, body)
 
 
+class SettlingPDFExporter(PDFExporter):
+    """nbconvert's PDF exporter, but xelatex stops once its .aux and .toc files settle (as
+    latexmk does): 2 passes for this report instead of a fixed 3, ~7 s less."""
+
+    def run_latex(self, filename, raise_on_failure=LatexFailed):
+        """Run xelatex until the cross-reference files stop changing, at most latex_count times."""
+        stem, before = Path(filename).with_suffix(""), None
+        for _ in range(self.latex_count):
+            if not self.run_command(self.latex_command, filename, 1, self._log, raise_on_failure):
+                return False
+            after = [_read_or_none(stem.with_suffix(ext)) for ext in LATEX_STATE_FILES]
+            if after == before:
+                break
+            before = after
+        return True
+
+    def _log(self, command: list[str], out: bytes) -> None:
+        """Log a failed xelatex run as nbconvert does (LatexFailed then carries its output)."""
+        self.log.critical("%s failed: %s\n%s", command[0], command, out)
+
+
+def _read_or_none(path: Path) -> bytes | None:
+    """A file's bytes, or None when it does not exist."""
+    return path.read_bytes() if path.is_file() else None
+
+
 def export_pdf(nb: nbformat.NotebookNode, path: Path) -> Path:
     """Write the report as PDF with xelatex and the DejaVu-font template, inputs hidden."""
-    exporter = PDFExporter(
+    exporter = SettlingPDFExporter(
         extra_template_basedirs=[str(TEMPLATES_DIR)],
         template_name=PDF_TEMPLATE,
         exclude_input=True,

@@ -82,6 +82,7 @@ class PrecisionChoice:
     precision: Precision
     speeds: dict[str, float]
     reason: str
+    fresh: bool = False  # the speeds were timed just now (not read from the cache)
 
     @property
     def label(self) -> str:
@@ -217,7 +218,8 @@ def choose_precision(
     skipped = "" if device.type != "cpu" or native_cpu_bf16() else (
         "; bfloat16 not timed: this CPU has no native bfloat16, so it is emulated and slow"
     )  # fmt: skip
-    return PrecisionChoice(best, speeds, f"fastest at batch {batch_size}, {how}{skipped}")
+    reason = f"fastest at batch {batch_size}, {how}{skipped}"
+    return PrecisionChoice(best, speeds, reason, fresh=how == "measured")
 
 
 def autocast(device: torch.device, amp_dtype: torch.dtype | None):

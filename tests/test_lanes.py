@@ -7,8 +7,9 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import torch
 
-from helpers import budget, lanes, paths, run
+from helpers import budget, lanes, paths, run, runtime
 from helpers.budget import estimate_seconds
 
 KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -105,6 +106,21 @@ def test_estimate_lays_the_notebooks_on_the_lanes(tmp_path):
     other, slow = budget.OTHER_SECONDS, budget.LANE_SLOWDOWN
     assert one == pytest.approx(other["01"] + 2 * other["03"] + 2 * per_model / 20.0, abs=0.1)
     assert two == pytest.approx((other["01"] + other["03"]) * slow + per_model / 10.0, abs=0.1)
+
+
+def test_expected_time_times_a_cached_choice_again(tmp_path, monkeypatch):
+    fp32 = runtime.fixed_precision(torch.device("cpu"), "fp32")
+    cached = runtime.PrecisionChoice(fp32, {fp32.label: 500.0}, "fastest at batch 8, cached")
+    fresh = runtime.PrecisionChoice(fp32, {fp32.label: 40.0}, "fastest at batch 8, measured", True)
+    timed = []
+    monkeypatch.setattr(budget, "measure_images_per_s", lambda *a: timed.append(a) or 5.0)
+    chosen = {"03_train_mse": {"epochs": 1, "batch_size": 8, "precision": "auto", "device": "cpu"}}
+    monkeypatch.setattr(budget, "training_precision", lambda *a: cached)
+    assert "at 5.0 img/s" in budget.expected_time(chosen, tmp_path, report=False)
+    assert len(timed) == 1  # the cache's 500 img/s may come from a faster hour
+    monkeypatch.setattr(budget, "training_precision", lambda *a: fresh)
+    assert "at 40.0 img/s" in budget.expected_time(chosen, tmp_path, report=False)
+    assert len(timed) == 1  # timed just now: not timed twice
 
 
 @pytest.mark.slow

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import shutil
 import subprocess
 
@@ -15,7 +16,7 @@ import pytest
 from PIL import Image
 
 from helpers import report
-from helpers.export import fit_table, visible_glyphs
+from helpers.export import SettlingPDFExporter, fit_table, visible_glyphs
 from helpers.narrative.summary import format_metric
 from helpers.results import read_results, write_results
 
@@ -244,7 +245,12 @@ def test_cli_without_executed_notebooks_exits_2(tmp_path, capsys):
 @pytest.mark.skipif(
     any(shutil.which(t) is None for t in PDF_TOOLS), reason="needs xelatex, pandoc, pdftotext"
 )
-def test_pdf_keeps_greek_letters_and_hides_code(fake_run):
+def test_pdf_keeps_greek_letters_and_hides_code(fake_run, monkeypatch):
+    passes = []
+    real = SettlingPDFExporter.run_command
+    monkeypatch.setattr(
+        SettlingPDFExporter, "run_command", lambda self, *a: passes.append(a) or real(self, *a)
+    )
     result = report.build_report(fake_run, publish=False)
     assert result.pdf is not None and result.pdf.read_bytes().startswith(b"%PDF")
     text = subprocess.run(
@@ -256,6 +262,9 @@ def test_pdf_keeps_greek_letters_and_hides_code(fake_run):
     assert "Figure 1: A caption for figure 1." in flat
     assert "12. Summary" in flat and "12.5" in flat  # the HTML table became a LaTeX table
     assert "Contents" in flat and "<h1>" not in flat  # LaTeX raw cell in, HTML raw cell out
+    xelatex = [a for a in passes if a[0][0] == "xelatex"]
+    assert len(xelatex) == 2  # the second pass changes no .aux/.toc: no third
+    assert re.search(r"Contents 2\. Data preprocessing[ .]+7\..*12\. Summary[ .]+\d", flat)
 
 
 def test_ablation_paragraph_reads_notebook_08(fake_run):
