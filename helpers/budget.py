@@ -131,5 +131,5 @@ def expected_time(
     lanes = f"{jobs} notebooks side by side, " if jobs > 1 else ""
     return (
         f"expected time: about {seconds / 60:.1f} min ({lanes}{images:,} EndoVAE training images "
-        f"at {speed:,.1f} img/s, {choice.describe()}; plus the rest of each notebook)"
+        f"at {speed:,.1f} img/s timed now, {choice.describe()}; plus the rest of each notebook)"
     )
