@@ -33,7 +33,7 @@ OTHER_SECONDS = {
     "09": 75,
 }
 DEFAULT_OTHER_SECONDS = 20
-REPORT_SECONDS = 25  # merging the executed notebooks and xelatex
+REPORT_SECONDS = 20  # merging the executed notebooks and two xelatex passes
 # The rest of a notebook on a lane with fewer threads (imports and plots use one core anyway).
 LANE_SLOWDOWN = 1.3
 KVASIR_V1_PER_CLASS = 500

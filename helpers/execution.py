@@ -79,6 +79,12 @@ def execute(
     return out
 
 
+def print_failure(source: Path, exc: BaseException, executed: Path) -> None:
+    """The few lines a failed notebook gets on stderr: what failed, and where its output is."""
+    print(describe_failure(source, exc), file=sys.stderr)
+    print(f"  executed notebook: {executed}", file=sys.stderr)
+
+
 def describe_failure(source: Path, exc: BaseException) -> str:
     """A few lines naming the notebook, the failing cell and the error."""
     ename = getattr(exc, "ename", None)
@@ -117,26 +123,25 @@ def _show_progress(path: Path, header: str, stop: threading.Event, printed: list
 
 
 @contextlib.contextmanager
-def live_progress(run_dir: Path, header: str) -> Iterator[None]:
-    """While the block runs, show the notebook's live status (training: epoch, losses, speed).
+def live_progress(run_dir: Path, header: str) -> Iterator[dict[str, str]]:
+    """While the block runs, show the notebook's live status (training: epoch, losses, speed);
+    yields the environment entry that tells its kernel where to write that status.
 
     On a terminal the status line is redrawn in place every second; in a log (no terminal) a
     status line is printed every 30 s.
     """
     path = run_dir / "executed" / ".progress.json"
     path.unlink(missing_ok=True)
-    os.environ[PROGRESS_ENV] = str(path)
     stop, printed = threading.Event(), []
     thread = threading.Thread(
         target=_show_progress, args=(path, header, stop, printed), daemon=True
     )
     thread.start()
     try:
-        yield
+        yield {PROGRESS_ENV: str(path)}
     finally:
         stop.set()
         thread.join()
-        os.environ.pop(PROGRESS_ENV, None)
         path.unlink(missing_ok=True)
         if sys.stdout.isatty():
             print(f"\r{header}".ljust(160) + f"\r{header}", end="", flush=True)

@@ -38,7 +38,7 @@ import torch
 from helpers import paths, report
 from helpers.atomic import atomic_write_text
 from helpers.budget import expected_time
-from helpers.execution import ProgressBoard, describe_failure, execute, live_progress
+from helpers.execution import ProgressBoard, execute, live_progress, print_failure
 from helpers.fingerprint import file_digest, json_digest
 from helpers.lanes import threads_per_job, upstream
 from helpers.lock import LockBusy, file_lock
@@ -341,13 +341,12 @@ def run_notebooks(plan: Plan, force: bool) -> tuple[list[Outcome], bool]:
             print(" outputs changed since its last run; rerunning ...", end="", flush=True)
         start = time.perf_counter()
         try:
-            with live_progress(run_dir, header):
-                seconds = run_one(nb, params, run_dir, key, inputs)
+            with live_progress(run_dir, header) as env:
+                seconds = run_one(nb, params, run_dir, key, inputs, env)
         except Exception as exc:  # papermill/kernel errors: report in a few lines and stop
             outcomes.append(Outcome(nb.name, time.perf_counter() - start, False))
             print(f" failed after {outcomes[-1].seconds:.1f} s", flush=True)
-            print(describe_failure(nb.path, exc), file=sys.stderr)
-            print(f"  executed notebook: {run_dir / 'executed' / nb.path.name}", file=sys.stderr)
+            print_failure(nb.path, exc, run_dir / "executed" / nb.path.name)
             return outcomes, False
         outcomes.append(Outcome(nb.name, seconds, False))
         print(f" {seconds:.1f} s", flush=True)
@@ -402,8 +401,7 @@ def _record(
     except Exception as exc:  # papermill/kernel errors: report in a few lines
         done[nb.name] = Outcome(nb.name, time.perf_counter() - start, False)
         board.say(f"{label} failed after {done[nb.name].seconds:.1f} s")
-        print(describe_failure(nb.path, exc), file=sys.stderr)
-        print(f"  executed notebook: {run_dir / 'executed' / nb.path.name}", file=sys.stderr)
+        print_failure(nb.path, exc, run_dir / "executed" / nb.path.name)
         return False
     done[nb.name] = Outcome(nb.name, seconds, False)
     board.say(f"{label} done in {seconds:.1f} s")
