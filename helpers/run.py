@@ -277,17 +277,13 @@ def write_run_info(plan: Plan, profile: str, argv: list[str]) -> Path:
     return atomic_write_text(paths.RunPaths(plan.run_dir).run_info, text)
 
 
-def plan_device(resolved: dict[str, dict[str, Any]]) -> torch.device:
-    """The device the notebooks will use (from their `device` parameter; errors propagate)."""
-    return get_device(next((p["device"] for p in resolved.values() if "device" in p), "auto"))
-
-
 def device_label(resolved: dict[str, dict[str, Any]]) -> str:
     """The device the notebooks will use, in words (from their `device` parameter)."""
+    requested = next((p["device"] for p in resolved.values() if "device" in p), "auto")
     try:
-        return describe_device(plan_device(resolved))
+        return describe_device(get_device(requested))
     except (ValueError, RuntimeError):
-        return str(next((p["device"] for p in resolved.values() if "device" in p), "auto"))
+        return str(requested)
 
 
 def run_one(
