@@ -17,7 +17,11 @@ from typing import Any
 import nbformat
 import papermill as pm
 from jupyter_client import AsyncKernelManager
+from papermill.exceptions import PapermillExecutionError
+from papermill.execute import raise_for_execution_errors
+from papermill.iorw import papermill_io
 
+from helpers.atomic import WriteError, atomic_write_text, is_write_failure, one_line, write_error
 from helpers.progress import PROGRESS_ENV, format_progress, read_progress
 
 KERNEL = "python3"
@@ -52,15 +56,71 @@ def kernel_manager(env: dict[str, str]) -> type[AsyncKernelManager]:
     return EnvKernelManager
 
 
+class _AtomicNotebookIO:
+    """papermill I/O handler for one output path: every save of the executed notebook is an
+    atomic write (complete or absent); the text of a save that failed is kept."""
+
+    def __init__(self) -> None:
+        self.unsaved: str | None = None
+
+    def write(self, buf: str, path: str) -> None:
+        """Write the notebook text atomically (a WriteError names `path`)."""
+        try:
+            atomic_write_text(path, buf)
+        except WriteError:
+            self.unsaved = buf
+            raise
+        self.unsaved = None
+
+    def read(self, path: str) -> str:
+        """Read the notebook text (papermill reads outputs only when asked to)."""
+        return Path(path).read_text(encoding="utf-8")
+
+    def listdir(self, path: str) -> list[str]:
+        """The folder's entries."""
+        return [os.path.join(path, name) for name in os.listdir(path)]
+
+    def pretty_path(self, path: str) -> str:
+        """The path as papermill logs it."""
+        return path
+
+
+_HANDLERS_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _atomic_output(path: Path) -> Iterator[_AtomicNotebookIO]:
+    """While the block runs, papermill writes `path` through an _AtomicNotebookIO (papermill
+    picks the first handler whose prefix starts the path: `path` itself, so nothing else
+    changes). The handler list is replaced, never changed in place: notebooks running side by
+    side may be looking through it."""
+    handler = _AtomicNotebookIO()
+    entry = (str(path), handler)
+    with _HANDLERS_LOCK:
+        papermill_io._handlers = [entry, *papermill_io._handlers]  # as papermill_io.register
+    try:
+        yield handler
+    finally:
+        with _HANDLERS_LOCK:
+            papermill_io._handlers = [h for h in papermill_io._handlers if h is not entry]
+
+
 def execute(
     source: Path, params: dict[str, Any], out: Path, env: dict[str, str] | None = None
 ) -> Path:
     """Run notebook `source` with papermill into `out` (atomic rename when done, even failed);
-    `env` is added to the kernel's environment."""
+    `env` is added to the kernel's environment.
+
+    Every save papermill makes goes to a partial file beside `out`, written atomically; `out`
+    is replaced only by a complete notebook. When the last save fails (a full disk), `out`
+    keeps its older contents and a WriteError naming `out` is raised: the kernel's own error,
+    if the unsaved notebook holds one, is raised instead with that WriteError as `not_saved`.
+    """
+    out = Path(os.path.abspath(out))
     partial = out.with_name(f".{source.stem}.partial.ipynb")
     extra = {"kernel_manager_class": kernel_manager(env)} if env else {}
     try:
-        with quiet_papermill():
+        with quiet_papermill(), _atomic_output(partial) as handler:
             pm.execute_notebook(
                 str(source),
                 str(partial),
@@ -71,23 +131,63 @@ def execute(
                 extra_arguments=KERNEL_ARGS,
                 **extra,
             )
-    finally:
-        if partial.exists():
-            with open(partial, "rb") as fh:
-                os.fsync(fh.fileno())
-            os.replace(partial, out)
+    except WriteError as exc:
+        partial.unlink(missing_ok=True)
+        raise _not_saved(out, exc, handler.unsaved) from exc
+    except BaseException:
+        _publish(partial, out)  # a failed run's executed notebook, for its error output
+        raise
+    _publish(partial, out)
     return out
 
 
+def _publish(partial: Path, out: Path) -> None:
+    """Rename the complete partial notebook over `out` (it was synced when written)."""
+    if not partial.exists():
+        return
+    try:
+        os.replace(partial, out)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise write_error(out, exc) from exc
+
+
+def _not_saved(out: Path, exc: WriteError, unsaved: str | None) -> BaseException:
+    """The error to raise when the executed notebook could not be saved: the kernel's own error
+    when the unsaved notebook shows one (with `not_saved` set), else a WriteError naming `out`."""
+    error = WriteError(exc.errno, exc.strerror, str(out))
+    try:
+        nb = nbformat.reads(unsaved, as_version=4) if unsaved else None
+    except Exception:  # unreadable text: the write error says it all
+        nb = None
+    if nb is not None:
+        try:
+            raise_for_execution_errors(nb, None)  # finds the failed cell; writes nothing
+        except PapermillExecutionError as kernel_error:
+            kernel_error.not_saved = error
+            return kernel_error
+    return error
+
+
 def print_failure(source: Path, exc: BaseException, executed: Path) -> None:
-    """The few lines a failed notebook gets on stderr: what failed, and where its output is."""
+    """The few lines a failed notebook gets on stderr: what failed, and where its output is
+    (a file that could not be written: one line naming it)."""
     print(describe_failure(source, exc), file=sys.stderr)
-    print(f"  executed notebook: {executed}", file=sys.stderr)
+    if isinstance(exc, OSError) and is_write_failure(exc):
+        return
+    not_saved = getattr(exc, "not_saved", None)
+    if not_saved is not None:
+        kept = "; the older one is left as it was" if executed.is_file() else ""
+        print(f"  executed notebook not saved ({not_saved}){kept}", file=sys.stderr)
+    else:
+        print(f"  executed notebook: {executed}", file=sys.stderr)
 
 
 def describe_failure(source: Path, exc: BaseException) -> str:
     """A few lines naming the notebook, the failing cell and the error."""
     ename = getattr(exc, "ename", None)
+    if isinstance(exc, OSError) and is_write_failure(exc):
+        return f"FAILED {source.name}: {one_line(exc)}"
     if ename is None:
         return f"FAILED {source.name}: {type(exc).__name__}: {exc}".rstrip()
     cell_source = getattr(exc, "source", "") or ""

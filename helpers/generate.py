@@ -34,7 +34,13 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from helpers.atomic import atomic_path, atomic_write_bytes, atomic_write_csv, atomic_write_text
+from helpers.atomic import (
+    atomic_path,
+    atomic_write_bytes,
+    atomic_write_csv,
+    atomic_write_text,
+    one_line,
+)
 from helpers.checkpoint import read_checkpoint
 from helpers.fingerprint import file_digest
 from helpers.images import PNG_COMPRESS_LEVEL
@@ -493,6 +499,8 @@ def main(argv: list[str] | None = None) -> int:
         )  # fmt: skip
     except (UsageError, ValueError) as exc:
         _one_line_error(str(exc).splitlines()[0])
+    except OSError as exc:  # an unwritable, read-only or full folder (WriteError names the file)
+        _one_line_error(one_line(exc))
     print(f"{len(manifest)} frames and {MANIFEST_NAME} in {args.out}")
     return 0
 

@@ -4,6 +4,13 @@ Kvasir v1 (`kvasir-dataset.zip`, 8 classes x 500 frames) and v2 (`kvasir-dataset
 8 x 1000) unpack to `kvasir-dataset[-v2]/<class>/*.jpg`. We use the three normal classes as
 the healthy set and `polyps` as the test set (names: helpers.classes). Archives are fetched by
 helpers.download (resume, sha256 pin) and unpacked by helpers.extract.
+
+A source is called Kvasir v1/v2 only when that was verified: it was downloaded from the
+official address, its archive's sha256 matches the digest pinned in the lock file from the
+official address, or its folder holds exactly Kvasir's 8 classes with 500 (v1) / 1000 (v2)
+images each. A folder's name proves nothing; anything else is a folder (or zip) of images,
+named by its counts and content fingerprint. Folders beside the class folders that are not
+Kvasir classes are ignored and listed in the record.
 """
 
 from __future__ import annotations
@@ -36,8 +43,18 @@ KVASIR_URLS = {
     "v1": "https://datasets.simula.no/downloads/kvasir/kvasir-dataset.zip",
     "v2": "https://datasets.simula.no/downloads/kvasir/kvasir-dataset-v2.zip",
 }
-VERSION_FOLDERS = {"kvasir-dataset": "v1", "kvasir-dataset-v2": "v2"}
-VERSION_COUNTS = {500: "v1", 1000: "v2"}
+VERSION_FOLDERS = {"kvasir-dataset": "v1", "kvasir-dataset-v2": "v2"}  # where to look, not proof
+VERSION_COUNTS = {500: "v1", 1000: "v2"}  # images in each of the 8 classes
+KVASIR_CLASSES = (
+    "dyed-lifted-polyps",
+    "dyed-resection-margins",
+    "esophagitis",
+    "normal-cecum",
+    "normal-pylorus",
+    "normal-z-line",
+    "polyps",
+    "ulcerative-colitis",
+)  # the 8 classes of Kvasir v1 and v2 (we use ALL_CLASSES of them)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 SOURCE_RECORD = "source.json"  # what notebook 01 checked about its data, in data/processed/
 DIGEST_CHARS = 16  # hex digits of the archive's sha256 in its extraction folder's name
@@ -102,20 +119,82 @@ def find_class_dirs(root: str | os.PathLike) -> dict[str, Path]:
     return class_dirs
 
 
+def folder_counts(base: str | os.PathLike) -> dict[str, int]:
+    """Image count of each visible sub-folder of `base` that holds images (sorted by name)."""
+    counts = {p.name: len(list_images(p)) for p in _subdirs(Path(base))}
+    return {name: n for name, n in counts.items() if n}
+
+
+def version_by_counts(folders: dict[str, int]) -> str:
+    """The version ("v1"/"v2") when `folders` are exactly Kvasir's 8 classes at its count, else ""."""
+    if set(folders) != set(KVASIR_CLASSES) or len(set(folders.values())) != 1:
+        return ""
+    return VERSION_COUNTS.get(next(iter(folders.values())), "")
+
+
 def detect_version(class_dirs: dict[str, Path]) -> str:
-    """Say "v1", "v2" or "folder" from the parent folder's name, else the per-class counts."""
+    """Say "v1" or "v2" when the class folders' parent has Kvasir's classes and counts, else "folder".
+
+    The parent folder's name (kvasir-dataset[-v2]) is not evidence: anyone can name a folder so.
+    """
     parents = {Path(p).parent for p in class_dirs.values()}
     if len(parents) != 1:
         return "folder"
     parent = parents.pop()
     if (parent / SYNTHETIC_STAMP).is_file():
         return "folder"
-    if parent.name in VERSION_FOLDERS:
-        return VERSION_FOLDERS[parent.name]
-    counts = {len(list_images(p)) for p in class_dirs.values()}
-    if len(counts) == 1 and set(class_dirs) >= set(ALL_CLASSES):
-        return VERSION_COUNTS.get(counts.pop(), "folder")
-    return "folder"
+    return version_by_counts(folder_counts(parent)) or "folder"
+
+
+def official_pins(lock_file: str | os.PathLike | None = None) -> dict[str, str]:
+    """sha256 -> "v1"/"v2" of the archives the lock file pinned from the official addresses.
+
+    A pin made from a mirror (its entry's url is not the official one) does not count.
+    """
+    try:
+        data = json.loads(Path(lock_file or default_lock_file()).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    downloads = data.get("downloads") if isinstance(data, dict) else None
+    pins = {}
+    for version, url in KVASIR_URLS.items():
+        entry = downloads.get(url) if isinstance(downloads, dict) else None
+        if isinstance(entry, dict) and entry.get("url") == url and entry.get("sha256"):
+            pins[str(entry["sha256"])] = version
+    return pins
+
+
+def _count_range(counts: dict[str, int]) -> str:
+    """'4 to 7 images' / '5 images' per folder."""
+    low, high = min(counts.values(), default=0), max(counts.values(), default=0)
+    return f"{low} images" if low == high else f"{low} to {high} images"
+
+
+def verify_version(
+    folders: dict[str, int], digest: str = "", official: str = ""
+) -> tuple[str, str]:
+    """("v1"/"v2" or "", what says so or why not): official download, pinned digest, counts.
+
+    `folders`: folder_counts of the folder holding the class folders; `digest`: the archive's
+    sha256 (zips); `official`: the version when the archive came from the official address.
+    """
+    if official:
+        return official, f"downloaded from the official address {KVASIR_URLS[official]}"
+    pinned = official_pins().get(digest) if digest else None
+    if pinned:
+        return pinned, (
+            f"the archive's sha256 matches Kvasir {pinned}'s, pinned in "
+            f"{default_lock_file().name} from the official address"
+        )
+    version = version_by_counts(folders)
+    if version:
+        n = next(iter(folders.values()))
+        return version, f"Kvasir's 8 classes with {n} images each, as in Kvasir {version}"
+    named = {name: n for name, n in folders.items() if name in KVASIR_CLASSES}
+    return "", (
+        f"not verified as Kvasir: {len(named)} of Kvasir's 8 classes, {_count_range(named)} "
+        f"each; Kvasir v1 has 500 per class, v2 1000"
+    )
 
 
 # --- one entry point for the notebooks -------------------------------------------------------
@@ -126,7 +205,10 @@ class DatasetSource:
     """Where the raw frames come from, how many there are per class, and what was checked.
 
     `fingerprint` is the archive's sha256 (zip, download) or a content digest of the class
-    folders (folder, embedded set); `check` says how the data was verified.
+    folders (folder, embedded set); `check` says how the files were checked (digest, pin),
+    `verified` what says they are Kvasir v1/v2 ("" for kind "folder"); `container` is
+    "folder", "zip" or "generated"; `ignored` the folders beside the class folders that are
+    not Kvasir classes (name: images), `unused` the other Kvasir classes there (not read).
     """
 
     kind: str
@@ -136,11 +218,17 @@ class DatasetSource:
     counts: dict[str, int] = field(default_factory=dict)
     fingerprint: str = ""
     check: str = ""
+    verified: str = ""
+    container: str = "folder"
+    ignored: dict[str, int] = field(default_factory=dict)
+    unused: list[str] = field(default_factory=list)
 
     def record(self) -> dict[str, Any]:
         """What the report says about the data: kind, description, digest and how it was checked."""
         record = {"kind": self.kind, "description": self.description, "counts": self.counts,
-                  "fingerprint": self.fingerprint, "check": self.check}  # fmt: skip
+                  "fingerprint": self.fingerprint, "check": self.check,
+                  "verified": self.verified, "container": self.container,
+                  "ignored": self.ignored, "unused": self.unused}  # fmt: skip
         if self.kind == "synthetic":
             record["generator_version"] = GENERATOR_VERSION
         return record
@@ -162,10 +250,19 @@ def _counts(class_dirs: dict[str, Path]) -> dict[str, int]:
 
 
 def _describe_counts(counts: dict[str, int]) -> str:
-    """'1500 healthy (normal-cecum 500, ...), 500 polyps'."""
-    healthy = ", ".join(f"{name} {counts[name]}" for name in HEALTHY_CLASSES)
-    n_healthy = sum(counts[name] for name in HEALTHY_CLASSES)
-    return f"{n_healthy} healthy ({healthy}), {counts[POLYP_CLASS]} polyps"
+    """'1500 healthy (normal-cecum 500, ...), 500 polyps' (only the classes present)."""
+    healthy = ", ".join(f"{name} {counts[name]}" for name in HEALTHY_CLASSES if name in counts)
+    n_healthy = sum(counts.get(name, 0) for name in HEALTHY_CLASSES)
+    return f"{n_healthy} healthy ({healthy}), {counts.get(POLYP_CLASS, 0)} polyps"
+
+
+def ignored_text(ignored: dict[str, int]) -> str:
+    """'ignored folder my-holiday-photos (7 images)' ('' when nothing was ignored)."""
+    if not ignored:
+        return ""
+    listed = ", ".join(f"{name} ({n} image{'s' * (n != 1)})" for name, n in ignored.items())
+    what = "not a Kvasir class" if len(ignored) == 1 else "not Kvasir classes"
+    return f"ignored folder{'s' * (len(ignored) != 1)} {listed}, {what}"
 
 
 def fingerprint_folder(class_dirs: dict[str, str | os.PathLike]) -> str:
@@ -179,31 +276,54 @@ def fingerprint_folder(class_dirs: dict[str, str | os.PathLike]) -> str:
 
 
 def _source_from_folder(
-    root: Path, kind: str | None = None, fingerprint: str | None = None
+    root: Path,
+    fingerprint: str | None = None,
+    check: str = "",
+    official: str = "",
+    synthetic: bool = False,
 ) -> DatasetSource:
-    """Discover the classes under `root` and describe them (content fingerprint unless given)."""
+    """Discover the classes under `root`, say what they verifiably are, and describe them.
+
+    `fingerprint`, `check`: the archive's sha256 and how it was checked (a zip; else the
+    folder's content digest is taken); `official`: the version when the archive was
+    downloaded from the official address.
+    """
     class_dirs = find_class_dirs(root)
-    version = detect_version(class_dirs)
     counts = _counts(class_dirs)
     base = next(iter(class_dirs.values())).parent
-    kind = kind or (f"kvasir-{version}" if version in ("v1", "v2") else "folder")
-    if kind == "folder" and (base / SYNTHETIC_STAMP).is_file():
-        kind = "synthetic"
-    label = {"kvasir-v1": "Kvasir v1", "kvasir-v2": "Kvasir v2", "synthetic": "Kvasir-like data"}
-    text = f"{label.get(kind, 'image folder')} from {base.name}/: {_describe_counts(counts)}"
+    folders = folder_counts(base)
+    synthetic = synthetic or (base / SYNTHETIC_STAMP).is_file()
+    container = "generated" if synthetic else ("zip" if fingerprint else "folder")
+    version, verified = ("", "")
+    if not synthetic:
+        version, verified = verify_version(folders, fingerprint or "", official)
+    kind = "synthetic" if synthetic else (f"kvasir-{version}" if version else "folder")
+    label = f"Kvasir {version}" if version else f"a {container} of Kvasir-style images"
+    text = f"{label} from {base.name}/: {_describe_counts(counts)}"
+    if not synthetic:
+        text += f" ({'verified: ' if version else ''}{verified})"
     if fingerprint is None:
         fingerprint = fingerprint_folder(class_dirs)
         check = f"not verified (a folder; content fingerprint {fingerprint[:DIGEST_CHARS]})"
         text += f"; content fingerprint {fingerprint[:DIGEST_CHARS]}"
     else:
-        check = ""
-    return DatasetSource(kind, class_dirs, root, text, counts, fingerprint, check)
+        text += f"; archive sha256 {fingerprint[:DIGEST_CHARS]} ({check})"
+    ignored = {name: n for name, n in folders.items() if name not in KVASIR_CLASSES}
+    unused = [name for name in folders if name in KVASIR_CLASSES and name not in counts]
+    if ignored:
+        text += f"; {ignored_text(ignored)}"
+    if unused:
+        text += f"; Kvasir classes this study does not use: {', '.join(unused)}"
+    return DatasetSource(
+        kind, class_dirs, root, text, counts, fingerprint, check, verified if version else "",
+        container, ignored, unused,
+    )  # fmt: skip
 
 
 def _synthetic_source(n_per_class: int, seed: int, progress: bool) -> DatasetSource:
     """The embedded Kvasir-like set (generated on first use)."""
     root = Path(ensure_synthetic(n_per_class, seed, progress))
-    source = _source_from_folder(root, kind="synthetic")
+    source = _source_from_folder(root, synthetic=True)
     source.description = (
         f"embedded Kvasir-like data (procedural, {n_per_class} per class, seed {seed})"
     )
@@ -216,23 +336,23 @@ def extraction_dir(archive_name: str, digest: str) -> Path:
     return paths.data_root() / "kvasir" / f"{Path(archive_name).stem}-{digest[:DIGEST_CHARS]}"
 
 
-def _tree_source(tree: Path, digest: str, check: str, kind: str | None) -> DatasetSource:
+def _tree_source(tree: Path, digest: str, check: str, official: str = "") -> DatasetSource:
     """Describe an extracted archive: classes, counts, the archive's digest and its check."""
-    source = _source_from_folder(tree, kind=kind, fingerprint=digest)
-    source.check = check
-    source.description += f"; archive sha256 {digest[:DIGEST_CHARS]} ({check})"
-    return source
+    return _source_from_folder(tree, fingerprint=digest, check=check, official=official)
 
 
 def _archive_source(
     zip_path: Path,
     digest: str,
     check: str,
-    kind: str | None,
+    official: str,
     progress: bool,
     lock_timeout: float | None,
 ) -> DatasetSource:
-    """Extract a verified archive into the folder keyed by its digest and describe it."""
+    """Extract a checked archive into the folder keyed by its digest and describe it.
+
+    `official`: the Kvasir version when the archive was downloaded from the official address.
+    """
     tree = safe_extract(
         zip_path,
         extraction_dir(zip_path.name, digest),
@@ -240,17 +360,21 @@ def _archive_source(
         sha256=digest,
         lock_timeout=lock_timeout,
     )
-    return _tree_source(tree, digest, check, kind)
+    return _tree_source(tree, digest, check, official)
 
 
-def _kept_extraction(name: str, check: Check, kind: str) -> DatasetSource | None:
-    """The finished extraction of the given or pinned archive, when its zip is gone."""
+def _kept_extraction(name: str, check: Check) -> DatasetSource | None:
+    """The finished extraction of the given or pinned archive, when its zip is gone.
+
+    Where it was downloaded from is no longer known: it is Kvasir when its digest is the
+    official pin or its classes and counts say so.
+    """
     if check.want is None:
         return None
     tree = extraction_dir(name, check.want)
     if not extraction_complete(tree) or extraction_stamp(tree).get("sha256") != check.want:
         return None
-    return _tree_source(tree, check.want, f"{check.label}; zip deleted, extraction kept", kind)
+    return _tree_source(tree, check.want, f"{check.label}; zip deleted, extraction kept")
 
 
 def _download_source(
@@ -263,9 +387,8 @@ def _download_source(
     official = KVASIR_URLS[version]
     name = official.rsplit("/", 1)[-1]
     zip_path = paths.data_root() / "downloads" / name
-    kind = f"kvasir-{version}"
     if not zip_path.is_file():
-        kept = _kept_extraction(name, check_for(sha256, default_lock_file(), official), kind)
+        kept = _kept_extraction(name, check_for(sha256, default_lock_file(), official))
         if kept is not None:
             return kept
     path, digest, check = fetch_verified(
@@ -276,9 +399,11 @@ def _download_source(
         lock_key=official,
         lock_timeout=lock_timeout,
     )
-    if url and url != official:
+    from_official = not url or url == official
+    if not from_official:
         check += f"; downloaded from the mirror {url}"
-    return _archive_source(path, digest, check, kind, progress, lock_timeout)
+    vouched = version if from_official else ""
+    return _archive_source(path, digest, check, vouched, progress, lock_timeout)
 
 
 def _zip_source(
@@ -292,7 +417,7 @@ def _zip_source(
             f"pass the archive's real digest, or '' to use it unchecked"
         )
     check = "matches the given sha256" if sha256 else "not verified (no sha256 given)"
-    return _archive_source(zip_path, digest, check, None, progress, lock_timeout)
+    return _archive_source(zip_path, digest, check, "", progress, lock_timeout)
 
 
 def resolve_dataset(

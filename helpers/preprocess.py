@@ -392,10 +392,9 @@ def _process_task(task: _Task) -> dict[str, Any]:
 
 
 def _write_png(path: Path, data: bytes) -> None:
-    """Write bytes to a temporary name beside `path`, then rename (no half-written PNG)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    """Write bytes to a temporary name beside `path`, then rename (no half-written PNG; a failed
+    write removes its temp file). One os.sync after all PNGs instead of an fsync each."""
+    atomic.atomic_write_bytes(path, data, fsync=False)
 
 
 def _require_usable(dirs: dict[str, Path], results: list[dict], skipped: list) -> None:

@@ -22,10 +22,11 @@ from helpers.images import FLIP_LABELS, FLIPS, crop_box, to_rgb
 from helpers.kvasir import list_images
 from helpers.processed import PRODUCER, accepted_sources, load_manifest
 
-DATA_LABELS = {
+DATA_LABELS = {  # by DatasetSource.kind: "kvasir-v1/v2" only when verified (helpers.kvasir)
     "synthetic": "embedded Kvasir-like frames",
     "kvasir-v1": "Kvasir v1",
     "kvasir-v2": "Kvasir v2",
+    "folder": "a folder or zip of Kvasir-style images, not verified as Kvasir v1 or v2",
 }
 
 
@@ -190,5 +191,6 @@ def figure_1b_caption(kind: str) -> str:
     """The caption of Figure 1b for a data source of `kind` (DatasetSource.kind)."""
     return (
         "**Figure 1b:** Polyp frames of this run's data source "
-        f"({DATA_LABELS.get(kind, 'an image folder')}, top) beside real Kvasir polyp frames (bottom)."
+        f"({DATA_LABELS.get(kind, DATA_LABELS['folder'])}, top) beside real Kvasir polyp frames "
+        "(bottom)."
     )

@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 from helpers import paths, report
-from helpers.atomic import atomic_write_text
+from helpers.atomic import WriteError, atomic_write_text, one_line
 from helpers.budget import expected_time
 from helpers.execution import ProgressBoard, execute, live_progress, print_failure
 from helpers.fingerprint import file_digest, json_digest
@@ -260,6 +260,16 @@ def write_timings(run_dir: Path, outcomes: list[Outcome]) -> Path:
     lines = ["notebook,seconds,skipped"]
     lines += [f"{o.name},{o.seconds:.1f},{str(o.skipped).lower()}" for o in outcomes]
     return atomic_write_text(run_dir / "timings.csv", "\n".join(lines) + "\n")
+
+
+def save_timings(run_dir: Path, outcomes: list[Outcome]) -> bool:
+    """write_timings; when it cannot be written say so in one line and return False."""
+    try:
+        write_timings(run_dir, outcomes)
+    except OSError as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return False
+    return True
 
 
 def write_run_info(plan: Plan, profile: str, argv: list[str]) -> Path:
@@ -494,12 +504,45 @@ def prepare(args: argparse.Namespace) -> Plan:
     return Plan(notebooks, selected, resolved, overrides, run_dir, errors)
 
 
+RUN_MARKERS = (paths.RUN_INFO, ".run.lock")  # files that make a folder a run folder
+NESTED_SCAN_DEPTH = 3  # levels below a run folder searched for another run folder
+
+
+def _is_run_folder(folder: Path) -> bool:
+    """True when `folder` holds a runner's run.json or run lock."""
+    return any((folder / name).is_file() for name in RUN_MARKERS)
+
+
+def nested_run_folder(run_dir: Path) -> Path | None:
+    """A run folder above `run_dir` or up to NESTED_SCAN_DEPTH levels below it (None if none)."""
+    for parent in run_dir.parents:
+        if _is_run_folder(parent):
+            return parent
+    if not run_dir.is_dir():
+        return None
+    level = [run_dir]
+    for _ in range(NESTED_SCAN_DEPTH):
+        level = [c for f in level for c in f.iterdir() if c.is_dir() and not c.is_symlink()]
+        found = next((c for c in level if _is_run_folder(c)), None)
+        if found is not None:
+            return found
+    return None
+
+
 def run_dir_problem(run_dir: Path) -> str | None:
-    """Why the run folder cannot be used (None when it can): not a folder, pseudo FS, read-only."""
+    """Why the run folder cannot be used (None when it can): not a folder, pseudo FS, read-only,
+    inside another run folder or holding one."""
     if any(run_dir == Path(p) or Path(p) in run_dir.parents for p in PSEUDO_FILE_SYSTEMS):
         return f"--run-dir {run_dir}: on a pseudo file system; choose a folder on a disk"
     if run_dir.exists() and not run_dir.is_dir():
         return f"--run-dir {run_dir}: exists and is not a folder"
+    other = nested_run_folder(run_dir)
+    if other is not None:
+        where = "inside" if other in run_dir.parents else "holds"
+        return (
+            f"--run-dir {run_dir}: {where} another run folder ({other}); one run folder "
+            "may not contain another (their outputs would mix); choose a separate folder"
+        )
     probe = run_dir / "executed" / f".write-test-{os.getpid()}"
     try:
         probe.parent.mkdir(parents=True, exist_ok=True)
@@ -551,6 +594,9 @@ def run_command(argv: Sequence[str] | None = None) -> int:
     except LockBusy as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except WriteError as exc:  # run.json or the report: a full disk, a read-only folder
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 def run_locked(args: argparse.Namespace, plan: Plan) -> int:
@@ -568,7 +614,7 @@ def run_locked(args: argparse.Namespace, plan: Plan) -> int:
         outcomes, ok = run_side_by_side(plan, args.force, jobs)
     else:
         outcomes, ok = run_notebooks(plan, args.force)
-    write_timings(plan.run_dir, outcomes)
+    ok = save_timings(plan.run_dir, outcomes) and ok
     print_summary(outcomes)
     if not ok:
         return EXIT_FAILED

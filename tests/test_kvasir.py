@@ -213,26 +213,22 @@ def test_find_class_dirs_empty_class(tmp_path, jpeg):
         kvasir.find_class_dirs(tmp_path)
 
 
-def test_detect_version_by_name_and_counts(tmp_path, jpeg):
-    assert (
-        kvasir.detect_version(
-            kvasir.find_class_dirs(make_tree(tmp_path / "a" / "kvasir-dataset", jpeg))
-        )
-        == "v1"
-    )
-    assert (
-        kvasir.detect_version(
-            kvasir.find_class_dirs(make_tree(tmp_path / "b" / "kvasir-dataset-v2", jpeg))
-        )
-        == "v2"
-    )
+def test_detect_version_by_counts_not_names(tmp_path, jpeg, monkeypatch):
+    for name in ("kvasir-dataset", "kvasir-dataset-v2"):  # a folder's name proves nothing
+        tree = make_tree(tmp_path / "a" / name, jpeg)
+        assert kvasir.detect_version(kvasir.find_class_dirs(tree)) == "folder"
     assert (
         kvasir.detect_version(kvasir.find_class_dirs(make_tree(tmp_path / "c", jpeg))) == "folder"
     )
-    by_count = make_tree(tmp_path / "d" / "my-copy", jpeg, n=500, classes=ALL_CLASSES)
+    monkeypatch.setattr(kvasir, "VERSION_COUNTS", {3: "v1", 6: "v2"})  # 500 / 1000, scaled down
+    by_count = make_tree(tmp_path / "d" / "my-copy", jpeg, n=3, classes=kvasir.KVASIR_CLASSES)
     assert kvasir.detect_version(kvasir.find_class_dirs(by_count)) == "v1"
+    v2 = make_tree(tmp_path / "e" / "copy", jpeg, n=6, classes=kvasir.KVASIR_CLASSES)
+    assert kvasir.detect_version(kvasir.find_class_dirs(v2)) == "v2"
     (by_count / POLYP_CLASS / f"{POLYP_CLASS}_0000.jpg").unlink()
     assert kvasir.detect_version(kvasir.find_class_dirs(by_count)) == "folder"
+    four = make_tree(tmp_path / "f" / "kvasir-dataset", jpeg, n=3, classes=ALL_CLASSES)
+    assert kvasir.detect_version(kvasir.find_class_dirs(four)) == "folder"  # 4 of the 8 classes
 
 
 # --- download ---------------------------------------------------------------------------------
@@ -511,7 +507,7 @@ def test_safe_extract_bad_inputs(tmp_path):
 def test_resolve_folder(isolated_dirs, jpeg):
     make_tree(isolated_dirs / "raw" / "kvasir-dataset", jpeg, n=4)
     source = kvasir.resolve_dataset(str(isolated_dirs / "raw"), progress=False)
-    assert source.kind == "kvasir-v1"
+    assert source.kind == "folder"  # named like Kvasir v1, but 4 per class: not verified
     assert source.counts == {name: 4 for name in ALL_CLASSES}
     assert source.n_healthy == 12 and source.n_polyps == 4
     assert source.class_dirs[POLYP_CLASS] == isolated_dirs / "raw" / "kvasir-dataset" / POLYP_CLASS
@@ -527,7 +523,7 @@ def test_resolve_zip(isolated_dirs, jpeg):
     make_tree(isolated_dirs / "src" / "kvasir-dataset-v2", jpeg, n=2)
     archive = make_zip(isolated_dirs / "kvasir-dataset-v2.zip", isolated_dirs / "src")
     source = kvasir.resolve_dataset(str(archive), progress=False)
-    assert source.kind == "kvasir-v2"
+    assert source.kind == "folder" and source.container == "zip"  # 2 per class: not verified
     digest = hashlib.sha256(archive.read_bytes()).hexdigest()
     assert source.root == isolated_dirs / "data" / "kvasir" / f"kvasir-dataset-v2-{digest[:16]}"
     assert source.fingerprint == digest
@@ -538,7 +534,7 @@ def test_resolve_zip(isolated_dirs, jpeg):
         kvasir.resolve_dataset(str(other), sha256="0" * 64, progress=False)
     assert not (isolated_dirs / "data" / "kvasir" / "other").exists()
     good = hashlib.sha256(archive.read_bytes()).hexdigest()
-    assert kvasir.resolve_dataset(str(other), sha256=good, progress=False).kind == "kvasir-v2"
+    assert kvasir.resolve_dataset(str(other), sha256=good, progress=False).kind == "folder"
 
 
 def test_resolve_download_v2(isolated_dirs, server, jpeg, monkeypatch):

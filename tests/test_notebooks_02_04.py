@@ -68,7 +68,7 @@ def test_shape_headings_and_captions(name):
     nb = source(name)
     tags = [c.metadata.get("tags", []) for c in nb.cells[:5]]
     assert all("report-skip" in t for t in tags) and "parameters" in tags[3]
-    assert nb.cells[0].source.startswith(f"# {name[:2]} · ") and "colab-badge" in nb.cells[0].source
+    assert nb.cells[0].source.startswith(f"# {name[:2]} · ")
     text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
     for heading in HEADINGS[name]:
         assert f"\n{heading}\n" in f"\n{text}\n", heading

@@ -125,6 +125,8 @@ def _make_run(run_dir, kind):
     processed = run_dir / "data" / "processed"
     processed.mkdir(parents=True)
     record = {"kind": kind, "fingerprint": "ab" * 32, "generator_version": "1"}
+    if kind.startswith("kvasir-"):
+        record |= {"container": "zip", "verified": "downloaded from the official address"}
     (processed / "source.json").write_text(json.dumps(record))
     info = {
         "profile": "test",
@@ -187,7 +189,8 @@ def test_summary_on_real_data_has_no_synthetic_warning(tmp_path):
     run_dir = _make_run(tmp_path / "run", kind="kvasir-v1")
     summary = report.merge_notebooks(run_dir).cells[-1].source
     assert "not Kvasir" not in summary
-    assert "Data: Kvasir v1, sha256 abababababababab" in summary
+    assert "Data: Kvasir v1 (verified: downloaded from the official address" in summary
+    assert "sha256 abababababababab" in summary
     assert str(tmp_path) not in summary, "no absolute path of the machine in the report"
 
 
@@ -300,10 +303,14 @@ def test_fit_table_makes_a_shrinkable_tabular():
     [
         ({"kind": "synthetic", "fingerprint": "ab" * 32, "generator_version": "1"},
          "embedded Kvasir-like set (procedural frames, not real Kvasir images; generator version 1"),
+        ({"kind": "kvasir-v1", "fingerprint": "cd" * 32, "check": "matches the pinned sha256",
+          "container": "zip", "verified": "downloaded from the official address"},
+         "Kvasir v1 (verified: downloaded from the official address; sha256 cdcdcdcdcdcdcdcd; "
+         "archive check: matches the pinned sha256)"),
         ({"kind": "kvasir-v1", "fingerprint": "cd" * 32, "check": "matches the pinned sha256"},
-         "Kvasir v1, sha256 cdcdcdcdcdcdcdcd (matches the pinned sha256)"),
+         "recorded as Kvasir v1 by an older notebook 01 without checking"),  # nothing verified
         ({"kind": "folder", "fingerprint": "ef" * 32},
-         "a folder of images (content fingerprint efefefefefefefef"),
+         "a folder of Kvasir-style images (content fingerprint efefefefefefefef; not verified"),
     ],
 )  # fmt: skip
 def test_data_source_is_named_from_what_notebook_01_checked(tmp_path, record, expected):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from helpers.kvasir import ignored_text
 from helpers.reference import ORIGINAL_EPOCHS, ORIGINAL_METRICS, PAPER_SYNTHETIC_AUC
 
 SUMMARY_HEADING = "## 12. Summary"
@@ -15,18 +16,39 @@ METRICS = (("psnr", "PSNR"), ("ssim", "SSIM"))
 
 
 def describe_record(record: dict) -> str:
-    """Words for the title page and the summary from what notebook 01 checked about its data."""
+    """Words for the title page and the summary from what notebook 01 checked about its data.
+
+    "Kvasir v1/v2" only when the record says what verified it (helpers.kvasir.verify_version);
+    anything else is a folder (or zip) of Kvasir-style images, named by its counts and digest.
+    """
+    kind = str(record.get("kind", ""))
     digest = str(record.get("fingerprint", ""))[:16]
-    if record["kind"] == "synthetic":
+    if kind == "synthetic":
         version = record.get("generator_version", "?")
         return (
             f"the embedded Kvasir-like set (procedural frames, not real Kvasir images; generator "
             f"version {version}, content fingerprint {digest})"
         )
-    if record["kind"].startswith("kvasir-"):
-        name = "Kvasir " + record["kind"].split("-", 1)[1]
-        return f"{name}, sha256 {digest} ({record.get('check') or 'not verified'})"
-    return f"a folder of images (content fingerprint {digest}; not Kvasir as far as checked)"
+    container = record.get("container") or "folder"
+    digest_words = f"{'content fingerprint' if container == 'folder' else 'sha256'} {digest}"
+    check = record.get("check") or ""
+    ignored = record.get("ignored")
+    ignored = f"; {ignored_text(ignored)}" if isinstance(ignored, dict) and ignored else ""
+    name = "Kvasir " + kind.split("-", 1)[1] if kind.startswith("kvasir-") else ""
+    if name and record.get("verified"):
+        checked = f"; archive check: {check}" if container == "zip" and check else ""
+        return f"{name} (verified: {record['verified']}; {digest_words}{checked}){ignored}"
+    if name:  # a record of an older notebook 01, which trusted folder names
+        return (
+            f"images recorded as {name} by an older notebook 01 without checking classes, counts "
+            f"or the official digest (not verified; sha256 {digest}); run notebook 01 again"
+        )
+    counts = record.get("counts") or {}
+    listed = ", ".join(f"{cls} {n}" for cls, n in counts.items())
+    return (
+        f"a {container} of Kvasir-style images ({listed + '; ' if listed else ''}{digest_words}; "
+        f"not verified as Kvasir v1 or v2){ignored}"
+    )
 
 
 def format_metric(metric: str, mean: float, std: float) -> str:
@@ -41,15 +63,26 @@ def summary_text(
     epochs: dict[str, int],
     results: dict[str, dict[str, Any]],
     ablation_params: dict[str, Any],
+    unread: dict[str, str] | None = None,
 ) -> str:
-    """The closing summary: data, training length, and each part's headline numbers."""
+    """The closing summary: data, training length, and each part's headline numbers.
+
+    `unread`: what could not be read, by notebook number ("06") or "run.json", as
+    "results/06.json is missing"; the summary says so instead of guessing why.
+    """
+    unread = unread or {}
     trained = ", ".join(f"{e} epoch{'s' * (e != 1)} in {n}" for n, e in epochs.items())
+    if trained:
+        training = f" Training ran for {trained}."
+    elif "run.json" in unread:
+        training = f" How long training ran is unknown: {unread['run.json']}."
+    else:
+        training = ""
     parts = [
         SUMMARY_HEADING,
         "",
-        f"Data: {source}."
-        + (f" Training ran for {trained}." if trained else "")
-        + f" The original report trained for {ORIGINAL_EPOCHS} epochs on real Kvasir images.",
+        f"Data: {source}.{training} The original report trained for {ORIGINAL_EPOCHS} epochs "
+        "on real Kvasir images.",
     ]
     if synthetic:
         parts.append(
@@ -57,15 +90,30 @@ def summary_text(
             "the pipeline runs end to end; they say nothing about how EndoVAE does on real "
             "endoscopy images. Run the paper profile on Kvasir for comparable numbers."
         )
-    parts += ["", *metrics_paragraph(results.get("06", {}).get("models", {}))]
-    parts += ["", *classifier_paragraph(results.get("07", {}))]
-    parts += ["", *ablation_paragraph(results.get("08", {}), ablation_params)]
-    parts += ["", *synthetic_paragraph(results.get("09", {}))]
+    parts += ["", *metrics_paragraph(results.get("06", {}).get("models", {}), unread.get("06"))]
+    found = {n: results.get(n, {}) for n in ("07", "08", "09")}
+    paragraphs = {
+        "07": ("the classifier's numbers", classifier_paragraph(found["07"])),
+        "08": ("the ablations", ablation_paragraph(found["08"], ablation_params)),
+        "09": ("the synthetic-data results", synthetic_paragraph(found["09"])),
+    }
+    for number, (what, lines) in paragraphs.items():
+        if number in unread:
+            lines = [f"{unread[number]}, so this summary leaves out {what}."]
+        parts += ["", *lines]
     return "\n".join(parts).strip() + "\n"
 
 
-def metrics_paragraph(models: dict[str, dict[str, dict[str, float]]]) -> list[str]:
-    """PSNR/SSIM per model as a table beside the original report's numbers, and a comparison."""
+def metrics_paragraph(
+    models: dict[str, dict[str, dict[str, float]]], unread: str | None = None
+) -> list[str]:
+    """PSNR/SSIM per model as a table beside the original report's numbers, and a comparison.
+
+    `unread` ("results/06.json is missing"): why no numbers could be read although
+    notebook 06 ran; without it, no numbers mean that notebook 06 did not run.
+    """
+    if unread:
+        return [f"{unread}, so this summary quotes no PSNR/SSIM numbers."]
     if not models:
         return ["No PSNR/SSIM results were found in this run (notebook 06 did not run)."]
     lines = [
