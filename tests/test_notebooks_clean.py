@@ -7,9 +7,7 @@ import subprocess
 import nbformat
 import pytest
 
-from helpers import colab
-
-from helpers import paths
+from helpers import colab, paths
 
 
 def tracked_notebooks() -> list[str]:
