@@ -422,3 +422,19 @@ def test_quick_profile_repeats_no_notebook_default():
         assert all(d.get(name, object()) != value for d in notebooks.values()), name
     for nb, values in quick["notebooks"].items():
         assert all(notebooks[nb].get(k) != v for k, v in values.items()), nb
+
+
+def test_nested_run_folders_are_refused(tmp_path):
+    """A run folder inside another run folder, or holding one, gets one line naming the other."""
+    outer = tmp_path / "outer"
+    inner = outer / "a" / "inner"
+    inner.mkdir(parents=True)
+    assert run.run_dir_problem(inner) is None and run.run_dir_problem(outer) is None
+    (outer / paths.RUN_INFO).write_text("{}")
+    problem = run.run_dir_problem(inner)
+    assert problem and "inside another run folder" in problem and str(outer) in problem
+    (outer / paths.RUN_INFO).unlink()
+    (inner / ".run.lock").write_text("")
+    problem = run.run_dir_problem(outer)
+    assert problem and "holds another run folder" in problem and str(inner) in problem
+    assert "\n" not in problem
