@@ -24,9 +24,9 @@ from pathlib import Path
 
 import torch
 
-from helpers import kvasir, preprocess, processed
-from helpers.runtime import describe_device, fixed_precision, get_device
-from helpers.train import (
+from helpers.core.runtime import describe_device, fixed_precision, get_device
+from helpers.data import kvasir, preprocess, processed
+from helpers.train.fit import (
     TrainConfig,
     fit,
     measure_images_per_s,

@@ -2,7 +2,7 @@
 
 Generates (or reuses) n_per_class full-size Kvasir-like frames per class under the data root
 (500 per class = 2,000 frames, the size of the Kvasir v1 classes we use), then times
-`helpers.preprocess.preprocess` into a fresh temporary folder (no earlier outputs to reuse)
+`helpers.data.preprocess.preprocess` into a fresh temporary folder (no earlier outputs to reuse)
 with all cores, and optionally with one worker for the parallel speedup. Target: <= 30 s for
 2,000 frames on 2 cores.
 
@@ -17,10 +17,10 @@ import os
 import tempfile
 import time
 
-from helpers.classes import ALL_CLASSES
-from helpers.kvasir import list_images
-from helpers.preprocess import preprocess
-from helpers.synthetic import ensure_synthetic
+from helpers.core.classes import ALL_CLASSES
+from helpers.data.kvasir import list_images
+from helpers.data.preprocess import preprocess
+from helpers.data.synthetic import ensure_synthetic
 
 TARGET_S = 30.0
 

@@ -1,4 +1,4 @@
-"""Training throughput: a loop written like the original report's vs `helpers.train.fit`.
+"""Training throughput: a loop written like the original report's vs `helpers.train.fit.fit`.
 
 In one process, trains the same EndoVAE for the same number of timed steps with
   (a) reference: a Dataset reading the processed PNGs with PIL, DataLoader(num_workers=2),
@@ -31,10 +31,10 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from helpers.losses import vae_loss
-from helpers.model import EndoVAE
-from helpers.runtime import describe_device, get_device, seed_everything
-from helpers.train import TrainConfig, fit, training_gflop_per_image, training_precision
+from helpers.core.runtime import describe_device, get_device, seed_everything
+from helpers.model.endovae import EndoVAE
+from helpers.model.losses import vae_loss
+from helpers.train.fit import TrainConfig, fit, training_gflop_per_image, training_precision
 
 PAPER_IMAGES = 2 * 3000 * 6000  # two models x 3,000 epochs x 6,000 healthy images
 NOMINAL_GFLOP = 7.2  # per training image, transposed convs counted at their output size
@@ -175,7 +175,7 @@ def main(argv=None) -> float:
     extras = (", compiled" if args.compile else "") + (
         f", {args.threads} thread{'s' if args.threads > 1 else ''}" if args.threads else ""
     )
-    print(f"(b) helpers.train.fit ({label}{extras}): {fast:.1f} img/s")
+    print(f"(b) helpers.train.fit.fit ({label}{extras}): {fast:.1f} img/s")
     if device.type == "cuda":
         counted = training_gflop_per_image()
         print(f"achieved {fast * counted / 1e3:.1f} TFLOP/s ({counted:.2f} GFLOP/image counted; "

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import paths
+from helpers.core import paths
 
 
 def pytest_configure(config) -> None:

@@ -1,4 +1,4 @@
-"""Tests of helpers.ablations (notebook 08's experiments) and a papermill run of notebook 08."""
+"""Tests of helpers.study.ablations (notebook 08's experiments) and a papermill run of notebook 08."""
 
 from __future__ import annotations
 
@@ -13,17 +13,20 @@ import torch
 from conftest import run_notebook
 from PIL import Image
 
-from helpers import ablation_run, artifacts, params, paths, plots, stats
-from helpers import ablations as ab
-from helpers import processed as proc
-from helpers.classes import ALL_CLASSES
-from helpers.images import FLIPS, apply_flip, crop_resize
-from helpers.model import EndoVAE, EndoVAEConfig
+from helpers.config import params
+from helpers.core import paths, plots, stats
+from helpers.core.classes import ALL_CLASSES
+from helpers.core.results import read_results
+from helpers.data import processed as proc
+from helpers.data.images import FLIPS, apply_flip, crop_resize
+from helpers.data.preprocess import preprocess
+from helpers.data.processed import load_split
+from helpers.evaluate import artifacts
+from helpers.model.endovae import EndoVAE, EndoVAEConfig
 from helpers.narrative import ablations as ablation_text
-from helpers.preprocess import preprocess
-from helpers.processed import load_split
-from helpers.results import read_results
-from helpers.train import TrainConfig, fit
+from helpers.study import ablation_run
+from helpers.study import ablations as ab
+from helpers.train.fit import TrainConfig, fit
 
 GREEN = (20, 128, 106)  # the position box colour of Kvasir (and of the embedded generator)
 
@@ -262,7 +265,7 @@ def test_green_box_detector_on_constructed_images():
 
 
 def test_green_box_detector_agrees_with_the_frames_it_was_drawn_on():
-    from helpers import synthetic
+    from helpers.data import synthetic
 
     truth, flags = [], []
     for cls in ("normal-cecum", "normal-pylorus"):

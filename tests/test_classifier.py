@@ -1,4 +1,4 @@
-"""Tests for helpers.classifier: offline construction, source-disjoint split, training, metrics."""
+"""Tests for helpers.evaluate.classifier: offline construction, source-disjoint split, training, metrics."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import classifier, params
+from helpers.config import params
+from helpers.evaluate import classifier
 from helpers.narrative import classifier as classifier_text
 
 

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import atomic, checkpoint, paths, runtime
-from helpers.model import EndoVAE, EndoVAEConfig
+from helpers.core import atomic, paths, runtime
+from helpers.model.endovae import EndoVAE, EndoVAEConfig
+from helpers.train import checkpoint
 
 
 def test_run_paths_default_and_env(monkeypatch, tmp_path):
@@ -84,7 +85,7 @@ def test_atomic_write_survives_sigkill(tmp_path):
     atomic.atomic_write_bytes(target, b"old")
     code = textwrap.dedent(f"""
         import os, signal
-        from helpers.atomic import atomic_path
+        from helpers.core.atomic import atomic_path
         with atomic_path({str(target)!r}) as tmp:
             with open(tmp, "wb") as fh:
                 fh.write(b"x" * 1000)
@@ -134,8 +135,8 @@ def test_checkpoint_corrupt_file_named(tmp_path):
 def test_import_changes_no_global_state():
     code = (
         "import torch; before = torch.get_num_threads(), torch.initial_seed();"
-        "import helpers, helpers.paths, helpers.runtime, helpers.model, helpers.losses,"
-        " helpers.atomic, helpers.checkpoint, helpers.plots;"
+        "import helpers, helpers.core.paths, helpers.core.runtime, helpers.model.endovae, helpers.model.losses,"
+        " helpers.core.atomic, helpers.train.checkpoint, helpers.core.plots;"
         "assert (torch.get_num_threads(), torch.initial_seed()) == before"
     )
     env = {**os.environ, "MPLBACKEND": "Agg"}

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from helpers import extract, kvasir, lock, paths
-from helpers.classes import ALL_CLASSES, POLYP_CLASS
+from helpers.core import lock, paths
+from helpers.core.classes import ALL_CLASSES, POLYP_CLASS
+from helpers.data import extract, kvasir
 
 DEADLINE_S = 10.0
 
@@ -74,8 +75,8 @@ def test_data_trust_pool_workers_exit_when_parent_is_killed(tmp_path):
     script = textwrap.dedent(
         f"""
         import time
-        from helpers import preprocess as p
-        from helpers.classes import ALL_CLASSES
+        from helpers.data import preprocess as p
+        from helpers.core.classes import ALL_CLASSES
         real = p._process_task
         def slow(task):
             time.sleep(0.5)
@@ -110,7 +111,7 @@ def test_data_trust_figures_skip_an_unreadable_polyp_file(tmp_path, monkeypatch)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from helpers import preprocess, preprocess_figures
+    from helpers.data import preprocess, preprocess_figures
 
     src = _tiny_tree(tmp_path / "src", n=2)
     bad = src / POLYP_CLASS / "01.png"  # second of two: the figure's linspace picks it
@@ -153,7 +154,7 @@ def test_data_trust_lock_names_its_holder_and_dies_with_it(tmp_path):
     path = tmp_path / "run" / ".endovae.lock"
     script = (
         "import time\n"
-        "from helpers.lock import file_lock\n"
+        "from helpers.core.lock import file_lock\n"
         f"with file_lock({str(path)!r}):\n"
         "    print('ready', flush=True); time.sleep(30)\n"
     )
@@ -187,7 +188,7 @@ def test_data_trust_second_extraction_waits_for_the_first(tmp_path):
     dest = tmp_path / "data" / "kvasir" / "k"
     script = (
         "import time\n"
-        "from helpers import extract\n"
+        "from helpers.data import extract\n"
         "real = extract._extract_member\n"
         "def slow(zf, info, into):\n"
         "    if info.filename.endswith('polyps/0.jpg'):\n"
@@ -236,7 +237,7 @@ def test_data_trust_relative_paths_resolve_against_the_invocation_dir(tmp_path, 
 
 
 def test_data_trust_embedded_set_is_written_by_one_process_at_a_time(tmp_path):
-    from helpers import synthetic
+    from helpers.data import synthetic
 
     out = tmp_path / "kvasir-like" / "n1-seed0"
     with lock.file_lock(out.parent / f".{out.name}.lock", what="test holder"):

@@ -24,10 +24,13 @@ import pytest
 import torch
 import yaml
 
-from helpers import atomic, generate, preprocess, processed, run
-from helpers.checkpoint import save_checkpoint
-from helpers.model import EndoVAE
-from helpers.paths import PROJECT_ROOT
+from helpers.core import atomic
+from helpers.core.paths import PROJECT_ROOT
+from helpers.data import preprocess, processed
+from helpers.model.endovae import EndoVAE
+from helpers.runner import run
+from helpers.study import generate
+from helpers.train.checkpoint import save_checkpoint
 
 NO_SPACE = "no space left on device"
 READ_ONLY = "read-only file system"
@@ -133,7 +136,7 @@ KERNEL_FULL_DISK = """\
 import errno, os
 from pathlib import Path
 from unittest import mock
-from helpers import atomic
+from helpers.core import atomic
 def full(self, data):
     with open(self, "wb") as fh:
         fh.write(data[: len(data) // 2])
@@ -145,7 +148,7 @@ OLD_EXECUTED = nbformat.writes(nbformat.v4.new_notebook())
 
 
 def _run_args(tmp_path: Path, body: str) -> tuple[list[str], Path]:
-    """Arguments of helpers.run for the dummy notebook, and its run folder (with an older
+    """Arguments of helpers.runner.run for the dummy notebook, and its run folder (with an older
     executed notebook in it)."""
     folder = tmp_path / "notebooks"
     _dummy_notebook(folder, body)
@@ -238,7 +241,7 @@ def _on_tmpfs(mount: Path, size: str, script: str, keep: Path, *, read_only: boo
 # In the kernel: a ballast file fills the disk, then the figure's write fails for real.
 KERNEL_FILLS_DISK = """\
 from pathlib import Path
-from helpers import atomic
+from helpers.core import atomic
 ballast = Path(run_dir) / "ballast.bin"
 try:
     with open(ballast, "wb") as fh:
@@ -271,7 +274,7 @@ def test_a_run_on_a_really_full_tmpfs(tmp_path):
     assert _leftovers(after) == []
 
 
-# --- kind 4: helpers.generate into a read-only folder ----------------------------------------------
+# --- kind 4: helpers.study.generate into a read-only folder ----------------------------------------------
 
 
 @pytest.fixture(scope="module")

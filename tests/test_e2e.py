@@ -13,11 +13,14 @@ import nbformat
 import pandas as pd
 import pytest
 
-from helpers import metrics, paths, preprocess, report
-from helpers.checkpoint import load_checkpoint
-from helpers.infer import decode_samples, reconstruct
+from helpers.core import paths
+from helpers.core.results import read_results
+from helpers.data import preprocess
+from helpers.evaluate import metrics
 from helpers.narrative.summary import format_metric
-from helpers.results import read_results
+from helpers.runner import report
+from helpers.train.checkpoint import load_checkpoint
+from helpers.train.infer import decode_samples, reconstruct
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""helpers.generate: deterministic, atomic, resumable generation; safetensors export; class models."""
+"""helpers.study.generate: deterministic, atomic, resumable generation; safetensors export; class models."""
 
 from __future__ import annotations
 
@@ -16,11 +16,11 @@ import pandas as pd
 import pytest
 import torch
 
-from helpers import generate
-from helpers.checkpoint import save_checkpoint
-from helpers.fingerprint import file_digest
-from helpers.model import EndoVAE
-from helpers.paths import PROJECT_ROOT
+from helpers.core.fingerprint import file_digest
+from helpers.core.paths import PROJECT_ROOT
+from helpers.model.endovae import EndoVAE
+from helpers.study import generate
+from helpers.train.checkpoint import save_checkpoint
 
 HISTORY = [
     {"epoch": 1, "recon": 900.0, "kld": 3.0, "total": 903.0, "seconds": 1.0, "images_per_s": 9.0},
@@ -200,7 +200,7 @@ def test_class_model_trains_on_its_images_only(tmp_path):
 
 
 def test_explorer_is_off_outside_a_live_kernel_and_wired_inside():
-    from helpers import synthetic_eval as se
+    from helpers.study import synthetic_eval as se
 
     torch.manual_seed(0)
     models = {"healthy": EndoVAE(), "polyps": EndoVAE()}
@@ -232,7 +232,7 @@ def test_explorer_is_off_outside_a_live_kernel_and_wired_inside():
 
 
 def test_default_class_comes_from_the_checkpoint_name():
-    from helpers.generate import default_class
+    from helpers.study.generate import default_class
 
     assert default_class("runs/x/gen_polyps.pt") == "polyps"
     assert default_class("my_model.v2.pt") == "my-model-v2"

@@ -1,4 +1,4 @@
-"""Tests for helpers.kvasir: discovery, loopback download with resume + lock, safe extraction."""
+"""Tests for helpers.data.kvasir: discovery, loopback download with resume + lock, safe extraction."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from helpers import download, extract, kvasir
-from helpers.classes import ALL_CLASSES, HEALTHY_CLASSES, POLYP_CLASS
+from helpers.core.classes import ALL_CLASSES, HEALTHY_CLASSES, POLYP_CLASS
+from helpers.data import download, extract, kvasir
 
 EXTRA_CLASS = "esophagitis"
 
@@ -462,7 +462,7 @@ def test_killed_extraction_leaves_no_tree_then_recovers(tmp_path, v1_zip):
     dest = area / "out"
     script = (
         "import sys, time\n"
-        "from helpers import extract\n"
+        "from helpers.data import extract\n"
         "real = extract._extract_member\n"
         "def slow(zf, info, into):\n"
         "    n = real(zf, info, into)\n"
@@ -584,7 +584,7 @@ def test_resolve_synthetic_uses_ensure_synthetic(isolated_dirs, jpeg, monkeypatc
 
 
 def test_resolve_synthetic_real_module(isolated_dirs):
-    pytest.importorskip("helpers.synthetic")
+    pytest.importorskip("helpers.data.synthetic")
     source = kvasir.resolve_dataset("", n_per_class=1, seed=0, progress=False)
     assert source.kind == "synthetic"
     assert source.counts == {name: 1 for name in ALL_CLASSES}
@@ -604,7 +604,7 @@ def test_resolve_bad_paths(isolated_dirs):
 
 
 def test_import_changes_no_state():
-    code = "import os, sys; before = dict(os.environ); import helpers.kvasir; print(dict(os.environ) == before)"
+    code = "import os, sys; before = dict(os.environ); import helpers.data.kvasir; print(dict(os.environ) == before)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "True"
 

@@ -1,4 +1,4 @@
-"""Notebooks side by side (helpers.lanes and the runner's --jobs), with small dummy notebooks."""
+"""Notebooks side by side (helpers.core.lanes and the runner's --jobs), with small dummy notebooks."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import nbformat
 import pytest
 import torch
 
-from helpers import budget, lanes, paths, run, runtime
-from helpers.budget import estimate_seconds
+from helpers.core import lanes, paths, runtime
+from helpers.runner import budget, run
+from helpers.runner.budget import estimate_seconds
 
 KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
 PARAMS = """\
@@ -22,7 +23,7 @@ fail: bool = False  # raise on purpose
 BODY = """\
 import json, os, time
 from pathlib import Path
-from helpers.progress import report_progress
+from helpers.core.progress import report_progress
 start = time.time()
 if fail and "{name}" == "02_architecture":
     raise ValueError("boom in 02")

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import Normal, kl_divergence
 
-from helpers.losses import bce_sum, kld, mse_sum, recon_loss, vae_loss
+from helpers.model.losses import bce_sum, kld, mse_sum, recon_loss, vae_loss
 
 
 def test_kld_hand_computed():

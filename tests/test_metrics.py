@@ -1,4 +1,4 @@
-"""Tests for helpers.metrics: PSNR/SSIM against analytic values and scikit-image, bootstrap CIs."""
+"""Tests for helpers.evaluate.metrics: PSNR/SSIM against analytic values and scikit-image, bootstrap CIs."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import pytest
 import torch
 from PIL import Image, ImageFilter
 
-from helpers import metrics, stats
+from helpers.core import stats
+from helpers.evaluate import metrics
 from helpers.narrative import reconstruction as reconstruction_text
 
 
@@ -275,7 +276,7 @@ def test_sample_and_recon_stats_feed_the_text():
 
 
 def test_eval_pick_and_the_original_tables():
-    from helpers import evaluation
+    from helpers.evaluate import evaluation
 
     pick = evaluation.eval_pick(30, 20, False, 0, "processed")
     assert len(pick) == 20 and (np.diff(pick) > 0).all()
@@ -292,7 +293,7 @@ def test_eval_pick_and_the_original_tables():
 
 
 def test_evaluation_results_hold_the_tables_numbers():
-    from helpers import evaluation
+    from helpers.evaluate import evaluation
 
     per_image = _two_model_table()
     tables = evaluation.original_tables(per_image, "polyps (20 random)")

@@ -9,9 +9,15 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import infer
-from helpers.diagram import draw_architecture, layer_table, trace_layers
-from helpers.model import HE_LOGVAR_BIAS, EndoVAE, EndoVAEConfig, count_parameters, init_weights
+from helpers.evaluate.diagram import draw_architecture, layer_table, trace_layers
+from helpers.model.endovae import (
+    HE_LOGVAR_BIAS,
+    EndoVAE,
+    EndoVAEConfig,
+    count_parameters,
+    init_weights,
+)
+from helpers.train import infer
 
 # Parameter counts stated for the paper's network (encoder ~9.8 M, decoder ~1.3 M).
 PAPER_ENCODER, PAPER_DECODER = 9_842_380, 1_282_467

@@ -10,8 +10,8 @@ import pandas as pd
 from conftest import TINY_PARAMS, run_notebook
 from PIL import Image
 
-from helpers import paths
-from helpers.processed import load_images, load_manifest
+from helpers.core import paths
+from helpers.data.processed import load_images, load_manifest
 
 NAME = "01_preprocessing"
 

@@ -10,8 +10,8 @@ from conftest import run_notebook
 from PIL import Image
 from test_notebooks_05_07 import _fake_run, _outputs_text, _sources, assert_in_order
 
-from helpers import paths
-from helpers.results import read_results
+from helpers.core import paths
+from helpers.core.results import read_results
 
 NAME = "09_synthetic_data"
 TINY = {
@@ -97,12 +97,12 @@ def test_split_is_disjoint_by_source_frame(run09):
 def test_no_synthetic_frame_from_a_model_that_saw_a_test_frame(run09):
     """Each synthetic frame names its checkpoint; that model's training data digest equals the
     digest of exactly the training sources of the split (so it saw no test frame)."""
-    from helpers.ablations import flipped_variants
-    from helpers.checkpoint import read_checkpoint
-    from helpers.fingerprint import file_digest
-    from helpers.infer import images_to_tensor
-    from helpers.processed import load_split
-    from helpers.train import data_fingerprint
+    from helpers.core.fingerprint import file_digest
+    from helpers.data.processed import load_split
+    from helpers.study.ablations import flipped_variants
+    from helpers.train.checkpoint import read_checkpoint
+    from helpers.train.fit import data_fingerprint
+    from helpers.train.infer import images_to_tensor
 
     run, _ = run09
     split = pd.read_csv(run.tables / "synthetic_split.csv")
@@ -155,8 +155,8 @@ def test_missing_input_names_notebook_01(tmp_path):
 def test_traversal_changes_one_dimension_per_row():
     import torch
 
-    from helpers.model import EndoVAE
-    from helpers.synthetic_eval import traversal
+    from helpers.model.endovae import EndoVAE
+    from helpers.study.synthetic_eval import traversal
 
     torch.manual_seed(0)
     grid = traversal(EndoVAE(), limit=3.0, steps=7).numpy()
@@ -172,7 +172,7 @@ def test_per_healthy_class_models_share_the_synthetic_set(tmp_path):
 
     import torch
 
-    from helpers import synthetic_eval as se
+    from helpers.study import synthetic_eval as se
 
     run = paths.RunPaths(_fake_run(tmp_path))
     splits = se.load_splits(run.processed, 0.5, 0)

@@ -10,9 +10,9 @@ import pytest
 import torch
 from conftest import TINY_PARAMS, run_notebook
 
-from helpers import paths
-from helpers.model import EndoVAE, count_parameters
-from helpers.paths import RunPaths
+from helpers.core import paths
+from helpers.core.paths import RunPaths
+from helpers.model.endovae import EndoVAE, count_parameters
 
 TRAIN = {"03_train_mse": "mse", "04_train_bce": "bce"}
 HEADINGS = {

@@ -11,8 +11,8 @@ import pytest
 from conftest import run_notebook
 from PIL import Image
 
-from helpers import paths
-from helpers.results import read_results
+from helpers.core import paths
+from helpers.core.results import read_results
 
 NOTEBOOKS = ("05_generation_reconstruction", "06_metrics", "07_classifier_bonus")
 UPSTREAM = ("01_preprocessing", "03_train_mse", "04_train_bce")
@@ -31,7 +31,7 @@ TINY = {
 
 def _write_fake_frames(root, n=12):
     """Kvasir-like class folders of small random smooth RGB frames (healthy classes + polyps)."""
-    from helpers.classes import ALL_CLASSES
+    from helpers.core.classes import ALL_CLASSES
 
     rng = np.random.default_rng(0)
     dirs = {}
@@ -50,9 +50,9 @@ def _fake_run(base):
     """A run folder as notebooks 01, 03 and 04 leave it (untrained models, random frames)."""
     import torch
 
-    from helpers.checkpoint import save_checkpoint
-    from helpers.model import EndoVAE
-    from helpers.preprocess import preprocess
+    from helpers.data.preprocess import preprocess
+    from helpers.model.endovae import EndoVAE
+    from helpers.train.checkpoint import save_checkpoint
 
     run = paths.RunPaths(base / "run").ensure()
     dirs = _write_fake_frames(base / "data")
@@ -149,9 +149,9 @@ def _outputs_text(executed):
 def test_notebooks_05_07_run(eval_run):
     import torch
 
-    from helpers.checkpoint import load_checkpoint
-    from helpers.metrics import psnr_skimage, ssim_skimage
-    from helpers.processed import load_split, to_tensor
+    from helpers.data.processed import load_split, to_tensor
+    from helpers.evaluate.metrics import psnr_skimage, ssim_skimage
+    from helpers.train.checkpoint import load_checkpoint
 
     run = paths.RunPaths(eval_run)
     for name in NOTEBOOKS:

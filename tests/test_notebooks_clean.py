@@ -7,7 +7,8 @@ import subprocess
 import nbformat
 import pytest
 
-from helpers import colab, paths
+from helpers.core import paths
+from helpers.runner import colab
 
 
 def tracked_notebooks() -> list[str]:

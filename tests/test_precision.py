@@ -10,8 +10,9 @@ import sys
 import pytest
 import torch
 
-from helpers import paths, runtime, train
-from helpers.runtime import Precision
+from helpers.core import paths, runtime
+from helpers.core.runtime import Precision
+from helpers.train import fit as train
 
 CPU = torch.device("cpu")
 FP32, FP32_CL, BF16_CL = (

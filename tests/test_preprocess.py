@@ -1,4 +1,4 @@
-"""Tests for helpers.preprocess: flips, crops, manifest, split, caches, reruns, bad input, SIGKILL."""
+"""Tests for helpers.data.preprocess: flips, crops, manifest, split, caches, reruns, bad input, SIGKILL."""
 
 from __future__ import annotations
 
@@ -18,10 +18,10 @@ import torch
 from PIL import Image, ImageFile
 from test_data_trust import _alive, _children, _wait_for
 
-from helpers import preprocess as pp
-from helpers import preprocess_figures, processed
-from helpers.classes import ALL_CLASSES, GROUPS, HEALTHY_CLASSES
-from helpers.images import FLIPS
+from helpers.core.classes import ALL_CLASSES, GROUPS, HEALTHY_CLASSES
+from helpers.data import preprocess as pp
+from helpers.data import preprocess_figures, processed
+from helpers.data.images import FLIPS
 
 LANCZOS = Image.Resampling.LANCZOS
 
@@ -465,7 +465,7 @@ def test_sigkill_mid_run_then_rerun_equals_clean_run(tmp_path):
     killed, clean = tmp_path / "killed", tmp_path / "clean"
     script = textwrap.dedent(
         f"""
-        from helpers.preprocess import preprocess
+        from helpers.data.preprocess import preprocess
         dirs = {{k: v for k, v in {{{", ".join(f"{k!r}: {str(v)!r}" for k, v in dirs.items())}}}.items()}}
         preprocess(dirs, {str(killed)!r}, workers=2, progress=False)
         """

@@ -1,4 +1,4 @@
-"""Tests for helpers.quality: FD, KID and precision/recall on hand cases, extractors, the table."""
+"""Tests for helpers.evaluate.quality: FD, KID and precision/recall on hand cases, extractors, the table."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 import torch_fidelity.feature_extractor_inceptionv3 as tf_inception
 
-from helpers import quality
+from helpers.evaluate import quality
 
 
 def _exact_gaussian(mean: list[float], cov: list[list[float]], n: int, seed: int) -> torch.Tensor:

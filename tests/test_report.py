@@ -1,4 +1,4 @@
-"""Tests for the report merge and export (helpers.report), on a small fake run folder."""
+"""Tests for the report merge and export (helpers.runner.report), on a small fake run folder."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from helpers import report
-from helpers.export import SettlingPDFExporter, fit_table, visible_glyphs
+from helpers.core.results import read_results, write_results
 from helpers.narrative.summary import format_metric
-from helpers.results import read_results, write_results
+from helpers.runner import report
+from helpers.runner.export import SettlingPDFExporter, fit_table, visible_glyphs
 
 GREEK = "β-VAE with μ and σ, KL ≥ 0"
 SECRET = "SECRET_CODE_INPUT_42"

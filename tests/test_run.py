@@ -1,4 +1,4 @@
-"""Tests for the papermill runner (helpers.run), against small dummy notebooks in a tmp folder."""
+"""Tests for the papermill runner (helpers.runner.run), against small dummy notebooks in a tmp folder."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ import nbformat
 import pytest
 import yaml
 
-from helpers import params, paths, profile, run
+from helpers.config import params, profile
+from helpers.core import paths
+from helpers.runner import plan, run
 
 KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
 
@@ -250,13 +252,14 @@ def test_notebook_without_kernelspec_is_still_inspected(tmp_path):
 
 
 def test_helpers_hash_follows_code_but_not_runner_or_report(tmp_path):
-    for name in ("model.py", "run.py", "report.py"):
+    for name in ("model/endovae.py", "run.py", "runner/report.py", "runner/stamps.py"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_text(f"# {name}\n")
     first = run.helpers_hash(tmp_path)
-    (tmp_path / "report.py").write_text("# changed\n")
-    (tmp_path / "run.py").write_text("# changed\n")
+    for name in ("runner/report.py", "runner/stamps.py", "run.py"):
+        (tmp_path / name).write_text("# changed\n")
     assert run.helpers_hash(tmp_path) == first
-    (tmp_path / "model.py").write_text("# changed\n")
+    (tmp_path / "model/endovae.py").write_text("# changed\n")
     assert run.helpers_hash(tmp_path) != first
 
 
@@ -273,7 +276,7 @@ def test_shipped_profiles_name_only_declared_parameters():
 
 
 def test_paper_profile_validates_with_cpu_override(capsys):
-    if not run.find_notebooks(paths.notebooks_dir()):
+    if not plan.find_notebooks(paths.notebooks_dir()):
         pytest.skip("no notebooks yet")
     assert run.main(["--profile", "paper", "--device", "cpu", "--list"]) == 0, (
         capsys.readouterr().err
@@ -324,7 +327,7 @@ def test_changed_data_reruns_preprocessing(dummy, tmp_path, capsys):
 
 
 def test_a_second_runner_on_the_same_run_folder_stops_with_one_line(dummy, capsys):
-    from helpers.lock import file_lock
+    from helpers.core.lock import file_lock
 
     dummy["run_dir"].mkdir(parents=True)
     with file_lock(dummy["run_dir"] / ".run.lock", what="run folder"):
@@ -366,7 +369,7 @@ def test_run_dir_from_the_environment_is_used(dummy, tmp_path, monkeypatch):
 
 
 def test_report_marks_a_notebook_whose_inputs_changed_after_it_ran(dummy):
-    from helpers import report
+    from helpers.runner import report
 
     assert run.main([*dummy["args"], "--no-report"]) == 0
     cells = report.merge_notebooks(dummy["run_dir"]).cells

@@ -1,4 +1,4 @@
-"""Tests for the embedded Kvasir-like frame generator (helpers.synthetic)."""
+"""Tests for the embedded Kvasir-like frame generator (helpers.data.synthetic)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from helpers import frames, synthetic
-from helpers.classes import ALL_CLASSES, HEALTHY_CLASSES, POLYP_CLASS
+from helpers.core.classes import ALL_CLASSES, HEALTHY_CLASSES, POLYP_CLASS
+from helpers.data import frames, synthetic
 
 KVASIR_W = (720, 1920)
 KVASIR_H = (576, 1080)

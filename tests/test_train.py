@@ -1,4 +1,4 @@
-"""Tests for helpers.train: config checks, learning, units, checkpoints, resume, NaN handling."""
+"""Tests for helpers.train.fit: config checks, learning, units, checkpoints, resume, NaN handling."""
 
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ import pandas as pd
 import pytest
 import torch
 
-from helpers import infer, train
-from helpers.checkpoint import load_checkpoint
-from helpers.losses import kld
-from helpers.model import EndoVAE, EndoVAEConfig
-from helpers.train import TrainConfig, fit
+from helpers.model.endovae import EndoVAE, EndoVAEConfig
+from helpers.model.losses import kld
+from helpers.train import fit as train
+from helpers.train import infer
+from helpers.train.checkpoint import load_checkpoint
+from helpers.train.fit import TrainConfig, fit
 
 # A small network (16 x 16 images) so that many epochs take well under a second.
 TINY = EndoVAEConfig(
@@ -211,8 +212,8 @@ KILL_SCRIPT = textwrap.dedent(
     """
     import os, signal, sys
     import numpy as np, torch
-    from helpers.model import EndoVAE, EndoVAEConfig
-    from helpers import train
+    from helpers.model.endovae import EndoVAE, EndoVAEConfig
+    from helpers.train import fit as train
 
     mode, ckpt, out = sys.argv[1], sys.argv[2], sys.argv[3]  # mode: kill | resume
     cfg = EndoVAEConfig(latent_dim=4, in_size=16, enc_channels=(4, 8, 8, 8, 8, 8),

@@ -14,11 +14,12 @@ from PIL import Image
 from test_kvasir import make_tree, make_zip
 from test_report import _make_run
 
-from helpers import kvasir, report
-from helpers.classes import ALL_CLASSES
+from helpers.core.classes import ALL_CLASSES
+from helpers.core.results import write_results
+from helpers.data import kvasir
+from helpers.data.preprocess_figures import figure_1b_caption
 from helpers.narrative.summary import describe_record
-from helpers.preprocess_figures import figure_1b_caption
-from helpers.results import write_results
+from helpers.runner import report
 
 HOLIDAY = "my-holiday-photos"
 
@@ -147,7 +148,7 @@ def test_trust_invalid_run_json_is_a_visible_warning(tmp_path, capsys):
     title = merged.cells[1].source
     assert "| Profile | unknown (run.json is not valid JSON) |" in title
     assert "| Settings | unknown (run.json is not valid JSON) |" in title
-    assert "not made by helpers.run" not in title
+    assert "not made by helpers.runner.run" not in title
     boxes = [c.source for c in merged.cells if c.cell_type == "raw" and "Warnings" in c.source]
     assert len(boxes) == 2 and all("run.json is not valid JSON" in b for b in boxes)  # HTML, LaTeX
     html = result.html.read_text(encoding="utf-8")

@@ -2,5 +2,5 @@
 
 One module per part of the report (training, reconstruction, classifier, ablations, synthetic
 data, summary); they read numbers handed to them and the original report's figures from
-helpers.reference, and compute nothing that the notebooks have not measured.
+helpers.core.reference, and compute nothing that the notebooks have not measured.
 """

@@ -1,7 +1,7 @@
 """Report prose and display tables of Section 10 (notebook 08): the ablations.
 
-Sentences and the tables' display forms are built from the tables helpers.ablations computed;
-the original report's budget comes from helpers.reference.
+Sentences and the tables' display forms are built from the tables helpers.study.ablations computed;
+the original report's budget comes from helpers.core.reference.
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from helpers.ablations import (
+from helpers.core.reference import ORIGINAL_EPOCHS, ORIGINAL_TRAIN_IMAGES, PAPER_BUDGET
+from helpers.evaluate.metrics import COLLAPSED_KL_PER_IMAGE, PLATEAU_KL_PER_IMAGE
+from helpers.study.ablations import (
     ANOMALY_SCORES,
     BASELINE,
     HEALTHY_TEST,
@@ -23,8 +25,6 @@ from helpers.ablations import (
     AblationData,
     Arm,
 )
-from helpers.metrics import COLLAPSED_KL_PER_IMAGE, PLATEAU_KL_PER_IMAGE
-from helpers.reference import ORIGINAL_EPOCHS, ORIGINAL_TRAIN_IMAGES, PAPER_BUDGET
 
 SHORT_SCORES = {"mse": "MSE", "kld": "KLD", "elbo": "MSE sum + KLD"}
 

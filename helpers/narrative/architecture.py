@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from helpers.reference import PAPER_PARAMETER_COUNTS
+from helpers.core.reference import PAPER_PARAMETER_COUNTS
 
 
 def encoder_text(facts: dict) -> str:

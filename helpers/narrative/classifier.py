@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from helpers.reference import ORIGINAL_TABLE3
+from helpers.core.reference import ORIGINAL_TABLE3
 
 
 def discussion_text(results: dict[str, dict]) -> str:

@@ -1,7 +1,7 @@
 """Report prose of Sections 6 to 8 (notebooks 05 and 06): samples, reconstructions, metrics.
 
 Every sentence is built from numbers the notebooks measured; the original report's numbers
-come from helpers.reference.
+come from helpers.core.reference.
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ from collections.abc import Sequence
 import pandas as pd
 import torch
 
-from helpers import stats
-from helpers.metrics import (
+from helpers.core import stats
+from helpers.core.reference import ORIGINAL_EPOCHS, ORIGINAL_METRICS
+from helpers.evaluate.metrics import (
     ALL_POLYPS,
     METRIC_LABELS,
     PLATEAU_KL_PER_IMAGE,
@@ -21,7 +22,6 @@ from helpers.metrics import (
     recon_stats,
     sample_stats,
 )
-from helpers.reference import ORIGINAL_EPOCHS, ORIGINAL_METRICS
 
 
 def _fmt_ci(d: dict, digits: int) -> str:

@@ -1,15 +1,15 @@
 """Prose of the report's frame: the data source on the title page and the closing summary.
 
 Every number comes from the run: the notebooks' `results/NN.json` and the resolved parameters
-in `run.json`, handed in by helpers.report; the original report's from helpers.reference.
+in `run.json`, handed in by helpers.runner.report; the original report's from helpers.core.reference.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from helpers.kvasir import ignored_text
-from helpers.reference import ORIGINAL_EPOCHS, ORIGINAL_METRICS, PAPER_SYNTHETIC_AUC
+from helpers.core.reference import ORIGINAL_EPOCHS, ORIGINAL_METRICS, PAPER_SYNTHETIC_AUC
+from helpers.data.kvasir import ignored_text
 
 SUMMARY_HEADING = "## 12. Summary"
 METRICS = (("psnr", "PSNR"), ("ssim", "SSIM"))
@@ -18,7 +18,7 @@ METRICS = (("psnr", "PSNR"), ("ssim", "SSIM"))
 def describe_record(record: dict) -> str:
     """Words for the title page and the summary from what notebook 01 checked about its data.
 
-    "Kvasir v1/v2" only when the record says what verified it (helpers.kvasir.verify_version);
+    "Kvasir v1/v2" only when the record says what verified it (helpers.data.kvasir.verify_version);
     anything else is a folder (or zip) of Kvasir-style images, named by its counts and digest.
     """
     kind = str(record.get("kind", ""))

@@ -1,14 +1,14 @@
 """Report prose of Section 11 (notebook 09): the generative models and the classifiers
 trained on real, synthetic and both kinds of frames (Table 12, rows "real only",
-"synthetic only" and "real + synthetic"); the paper's numbers come from helpers.reference.
+"synthetic only" and "real + synthetic"); the paper's numbers come from helpers.core.reference.
 """
 
 from __future__ import annotations
 
 import pandas as pd
 
-from helpers.metrics import COLLAPSED_KL_PER_IMAGE
-from helpers.reference import PAPER_SYNTHETIC_AUC
+from helpers.core.reference import PAPER_SYNTHETIC_AUC
+from helpers.evaluate.metrics import COLLAPSED_KL_PER_IMAGE
 
 
 def _overlap(a: pd.Series, b: pd.Series) -> bool:

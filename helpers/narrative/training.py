@@ -1,5 +1,5 @@
 """Report prose of Section 5 (notebooks 03 and 04): how each model was trained and where its
-loss ended beside the original report's (helpers.reference)."""
+loss ended beside the original report's (helpers.core.reference)."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ import math
 
 import pandas as pd
 
-from helpers.model import HE_LOGVAR_BIAS
-from helpers.reference import (
+from helpers.core.reference import (
     ORIGINAL_BATCH,
     ORIGINAL_EPOCHS,
     ORIGINAL_LOSSES,
     ORIGINAL_TRAIN_IMAGES,
 )
-from helpers.train import TrainConfig, TrainResult
+from helpers.model.endovae import HE_LOGVAR_BIAS
+from helpers.train.fit import TrainConfig, TrainResult
 
 PIXELS = 3 * 96 * 96  # values per image
 
