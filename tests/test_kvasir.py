@@ -195,6 +195,20 @@ def test_find_class_dirs_missing_class_names_folder(tmp_path, jpeg):
         kvasir.find_class_dirs(tmp_path)
 
 
+def test_a_folder_with_polyps_and_one_healthy_class_is_usable(tmp_path, jpeg):
+    make_tree(tmp_path / "k", jpeg, classes=("normal-cecum", POLYP_CLASS))
+    assert set(kvasir.find_class_dirs(tmp_path / "k")) == {"normal-cecum", POLYP_CLASS}
+    record = kvasir.resolve_dataset(str(tmp_path / "k")).record()
+    assert record["kind"] == "folder"
+    assert "healthy classes absent: normal-pylorus, normal-z-line" in record["description"]
+
+
+def test_a_folder_without_a_healthy_class_names_one(tmp_path, jpeg):
+    make_tree(tmp_path / "k", jpeg, classes=(POLYP_CLASS,))
+    with pytest.raises(FileNotFoundError, match="normal-cecum or normal-pylorus"):
+        kvasir.find_class_dirs(tmp_path / "k")
+
+
 def test_find_class_dirs_nothing_there(tmp_path):
     (tmp_path / "unrelated").mkdir()
     with pytest.raises(FileNotFoundError, match="normal-cecum"):

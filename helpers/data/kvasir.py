@@ -95,7 +95,10 @@ def _candidate_roots(root: Path) -> list[Path]:
 
 
 def find_class_dirs(root: str | os.PathLike) -> dict[str, Path]:
-    """Locate the folders of ALL_CLASSES under `root` (plain, kvasir-dataset[-v2]/ or nested)."""
+    """Locate the folders of ALL_CLASSES under `root` (plain, kvasir-dataset[-v2]/ or nested).
+
+    The polyp class and at least one healthy class are needed; an absent healthy class is left
+    out of the result (the data-source record names it)."""
     root = Path(root).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(f"Kvasir folder not found: {root}")
@@ -105,13 +108,14 @@ def find_class_dirs(root: str | os.PathLike) -> dict[str, Path]:
         raise FileNotFoundError(
             f"no Kvasir class folders under {root}: expected {root / ALL_CLASSES[0]} "
             f"(or inside kvasir-dataset/ or kvasir-dataset-v2/); classes needed: "
-            f"{', '.join(ALL_CLASSES)}"
+            f"{POLYP_CLASS} and at least one of {', '.join(HEALTHY_CLASSES)}"
         )
     base = next(c for score, c in scored if score == best_score)
-    class_dirs = {name: base / name for name in ALL_CLASSES}
+    class_dirs = {name: base / name for name in ALL_CLASSES if (base / name).is_dir()}
+    if POLYP_CLASS not in class_dirs or len(class_dirs) < 2:
+        needed = POLYP_CLASS if POLYP_CLASS not in class_dirs else " or ".join(HEALTHY_CLASSES)
+        raise FileNotFoundError(f"Kvasir class folder missing: expected {base / needed}")
     for folder in class_dirs.values():
-        if not folder.is_dir():
-            raise FileNotFoundError(f"Kvasir class folder missing: expected {folder}")
         if not list_images(folder):
             raise ValueError(
                 f"Kvasir class folder {folder} holds no image files ({', '.join(IMAGE_SUFFIXES)})"
@@ -314,6 +318,9 @@ def _source_from_folder(
         text += f"; {ignored_text(ignored)}"
     if unused:
         text += f"; Kvasir classes this study does not use: {', '.join(unused)}"
+    absent = [name for name in HEALTHY_CLASSES if name not in counts]
+    if absent:
+        text += f"; healthy classes absent: {', '.join(absent)}"
     return DatasetSource(
         kind, class_dirs, root, text, counts, fingerprint, check, verified if version else "",
         container, ignored, unused,

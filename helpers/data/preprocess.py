@@ -237,20 +237,20 @@ def _validated_workers(workers: Any) -> int:
 
 
 def _validated_class_dirs(class_dirs: Mapping[str, Any]) -> dict[str, Path]:
-    """Check that the four Kvasir classes are given and each folder holds files."""
+    """Check the class folders: the polyp class, at least one healthy class, each holding files."""
     if not isinstance(class_dirs, Mapping):
         raise ValueError(
             f"class_dirs: expected a dict {{class: folder}}, got {type(class_dirs).__name__}"
         )
-    missing = [c for c in ALL_CLASSES if c not in class_dirs]
     extra = [c for c in class_dirs if c not in ALL_CLASSES]
-    if missing or extra:
+    healthy = [c for c in HEALTHY_CLASSES if c in class_dirs]
+    if extra or POLYP_CLASS not in class_dirs or not healthy:
         raise ValueError(
-            f"class_dirs: expected exactly the classes {', '.join(ALL_CLASSES)}"
-            f" (missing: {missing or 'none'}, unexpected: {extra or 'none'})"
+            f"class_dirs: expected {POLYP_CLASS} and at least one of {', '.join(HEALTHY_CLASSES)}"
+            f" (given: {', '.join(map(str, class_dirs)) or 'none'}; unexpected: {extra or 'none'})"
         )
     dirs = {}
-    for name in ALL_CLASSES:
+    for name in (c for c in ALL_CLASSES if c in class_dirs):
         folder = Path(class_dirs[name]).expanduser().resolve()
         if not folder.is_dir():
             raise FileNotFoundError(f"class folder for {name!r} not found: {folder}")
@@ -268,7 +268,7 @@ def _list_sources(folder: Path) -> list[Path]:
 def _stamp(params: dict, dirs: dict[str, Path], listing: dict[str, list[Path]]) -> dict[str, Any]:
     """Parameters plus a digest of every input file's name, size and mtime."""
     lines = []
-    for name in ALL_CLASSES:
+    for name in (c for c in ALL_CLASSES if c in dirs):
         lines.append(f"{name}\0{dirs[name]}\n")
         for path in listing[name]:
             st = path.stat()
@@ -326,7 +326,7 @@ def _plan(
 ) -> tuple[list[_Task], list[tuple[str, str]]]:
     """One task per source frame (seeded crop scales); duplicate stems are skipped."""
     tasks, skipped = [], []
-    for name in ALL_CLASSES:
+    for name in (c for c in ALL_CLASSES if c in listing):
         group = group_of(name)
         flips = FLIPS if group == "normal" or params["polyp_flips"] else FLIPS[:1]
         seen: dict[str, Path] = {}

@@ -253,40 +253,67 @@ def train_classifier(
     return frame
 
 
+def _step_speed(
+    step: nn.Module, inputs: torch.Tensor, batch_size: int, device: torch.device, prec: Precision
+) -> float:
+    """Training images/s of a throw-away copy of `step` in `prec`."""
+    probe = copy.deepcopy(step).to(device).train()
+    x = inputs[:batch_size].to(device)
+    if prec.channels_last and x.ndim == 4:
+        probe, x = (
+            probe.to(memory_format=torch.channels_last),
+            x.contiguous(memory_format=torch.channels_last),
+        )
+    y = torch.zeros(len(x), dtype=torch.long, device=device)
+    opt = torch.optim.Adam([p for p in probe.parameters() if p.requires_grad], lr=1e-3)
+    scaler = torch.amp.GradScaler(device.type, enabled=prec.needs_scaler)
+
+    def one() -> None:
+        """One step on a fixed batch."""
+        with autocast(device, prec.amp_dtype):
+            loss = F.cross_entropy(probe(x).float(), y)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        loss.item()
+
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        return time_steps(one, len(x), min_steps=2, min_seconds=0.5)  # dropout draws
+
+
 def _classifier_precision(
     step: nn.Module, inputs: torch.Tensor, batch_size: int, device: torch.device, precision: str
 ) -> PrecisionChoice:
     """Resolve `precision`; "auto" times a few steps of a copy of the network per candidate."""
-
-    def measure(prec: Precision) -> float:
-        """Training images/s of a throw-away copy in `prec`."""
-        probe = copy.deepcopy(step).to(device).train()
-        x = inputs[:batch_size].to(device)
-        if prec.channels_last and x.ndim == 4:
-            probe, x = (
-                probe.to(memory_format=torch.channels_last),
-                x.contiguous(memory_format=torch.channels_last),
-            )
-        y = torch.zeros(len(x), dtype=torch.long, device=device)
-        opt = torch.optim.Adam([p for p in probe.parameters() if p.requires_grad], lr=1e-3)
-        scaler = torch.amp.GradScaler(device.type, enabled=prec.needs_scaler)
-
-        def one() -> None:
-            """One step on a fixed batch."""
-            with autocast(device, prec.amp_dtype):
-                loss = F.cross_entropy(probe(x).float(), y)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            loss.item()
-
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            return time_steps(one, len(x), min_steps=2, min_seconds=0.5)  # dropout draws
-
     return choose_precision(
-        device, precision, measure=measure, batch_size=batch_size, task="classifier"
+        device,
+        precision,
+        measure=lambda prec: _step_speed(step, inputs, batch_size, device, prec),
+        batch_size=batch_size,
+        task="classifier",
     )
+
+
+def training_speed(
+    weights: str = "auto",
+    input_size: int = 0,
+    batch_size: int = 32,
+    device: str | torch.device = "cpu",
+    precision: str = "auto",
+) -> tuple[float, bool]:
+    """(training images/s, frozen backbone) of the classifier a notebook would build, timed here
+    (or read from the per-machine cache); frozen: the images/s of extracting features once."""
+    device = torch.device(device)
+    model, _ = build_classifier(weights, input_size)
+    x = torch.rand(batch_size, 3, model.input_size, model.input_size)
+    if model.frozen:
+        started = time.perf_counter()
+        extract_features(model.to(device), x, batch_size)
+        return batch_size / max(time.perf_counter() - started, 1e-6), True
+    choice = _classifier_precision(model, x, batch_size, device, precision)
+    speed = choice.speeds.get(choice.label)
+    return speed or _step_speed(model, x, batch_size, device, choice.precision), False
 
 
 def _resized(x: torch.Tensor, size: int) -> torch.Tensor:

@@ -18,6 +18,7 @@ from helpers.core.classes import HEALTHY_CLASSES
 from helpers.core.lanes import makespan, threads_per_job, upstream
 from helpers.core.paths import RunPaths
 from helpers.core.runtime import PrecisionChoice, get_device
+from helpers.evaluate import classifier
 from helpers.train.fit import measure_images_per_s, training_precision
 
 # Seconds each notebook spends besides EndoVAE training (quick profile, 2-core AVX2 CPU).
@@ -40,16 +41,35 @@ KVASIR_V1_PER_CLASS = 500
 FLIPS = 4
 
 
+def _manifest(processed: Path) -> pd.DataFrame | None:
+    """Notebook 01's manifest (group, split, source_id) when it exists."""
+    manifest = processed / "manifest.csv"
+    if not manifest.is_file():
+        return None
+    return pd.read_csv(manifest, usecols=["group", "split", "source_id"])
+
+
+def _per_class(params: dict[str, Any]) -> int:
+    """Raw frames per class: n_per_class for the embedded data, else Kvasir v1's 500."""
+    embedded = not str(params.get("data_dir", "")).strip()
+    return int(params.get("n_per_class", 60)) if embedded else KVASIR_V1_PER_CLASS
+
+
 def healthy_train_images(params: dict[str, Any], processed: Path) -> int:
     """Healthy training images: from notebook 01's manifest when it exists, else estimated."""
-    manifest = processed / "manifest.csv"
-    if manifest.is_file():
-        frame = pd.read_csv(manifest, usecols=["group", "split"])
+    frame = _manifest(processed)
+    if frame is not None:
         return int(((frame["group"] == "normal") & (frame["split"] == "train")).sum())
-    embedded = not str(params.get("data_dir", "")).strip()
-    per_class = int(params.get("n_per_class", 60)) if embedded else KVASIR_V1_PER_CLASS
     share = 1.0 - float(params.get("healthy_test_fraction", 0.1))
-    return int(len(HEALTHY_CLASSES) * per_class * FLIPS * share)
+    return int(len(HEALTHY_CLASSES) * _per_class(params) * FLIPS * share)
+
+
+def polyp_sources(params: dict[str, Any], processed: Path) -> int:
+    """Polyp source frames: from notebook 01's manifest when it exists, else estimated."""
+    frame = _manifest(processed)
+    if frame is not None:
+        return int(frame.loc[frame["group"] == "polyps", "source_id"].nunique())
+    return _per_class(params)
 
 
 def ablation_arms(params: dict[str, Any]) -> int:
@@ -60,19 +80,38 @@ def ablation_arms(params: dict[str, Any]) -> int:
     return 1 + others + 2
 
 
-def training_images(number: str, params: dict[str, Any], n_train: int) -> int:
+def _polyp_train(params: dict[str, Any], n_polyps: int) -> int:
+    """Polyp training images of notebook 09 (its share of the sources, 4 flips if written)."""
+    flips = FLIPS if params.get("polyp_flips") else 1
+    return int(n_polyps * float(params.get("polyp_train_share", 0.5))) * flips
+
+
+def training_images(number: str, params: dict[str, Any], n_train: int, n_polyps: int = 0) -> int:
     """EndoVAE training images (epochs x images) a notebook processes."""
     if "abl_epochs" in params:
         per_arm = min(int(params.get("abl_max_train_images") or n_train), n_train)
         return ablation_arms(params) * int(params["abl_epochs"]) * per_arm
-    if "gen_epochs" in params:  # 09: the polyp EndoVAE on its share of polyp frames (4 flips)
-        polyps = n_train / (
-            len(HEALTHY_CLASSES) * (1.0 - float(params.get("healthy_test_fraction", 0.1)))
+    if "gen_epochs" in params:  # 09: the polyp EndoVAE (and one per healthy class if asked)
+        images = _polyp_train(params, n_polyps) + (
+            n_train if params.get("per_healthy_class") else 0
         )
-        return int(params["gen_epochs"] * polyps * float(params.get("polyp_train_share", 0.5)))
+        return int(params["gen_epochs"]) * images
     if number in ("03", "04") and "epochs" in params:
         cap = int(params.get("max_train_images") or n_train)
         return int(params["epochs"]) * min(cap, n_train)
+    return 0
+
+
+def classifier_images(number: str, params: dict[str, Any], n_train: int, n_polyps: int) -> int:
+    """Classifier training images (epochs x images) of notebook 07 (a real-vs-reconstructed
+    classifier per EndoVAE, on 2 x n_clf_train images) or 09 (three healthy-vs-polyp
+    classifiers on 2n, 2n and 4n images, n the smaller real class)."""
+    epochs = int(params.get("clf_epochs", 0))
+    if number == "07":
+        pairs = min(int(params.get("n_clf_train", 0)), n_polyps)
+        return 2 * 2 * pairs * epochs
+    if number == "09":
+        return 8 * min(n_train, _polyp_train(params, n_polyps)) * epochs
     return 0
 
 
@@ -82,18 +121,36 @@ def estimate_seconds(
     processed: Path,
     report: bool,
     jobs: int = 1,
+    classifier_per_s: float | None = None,
 ) -> tuple[float, int]:
-    """(expected seconds, training images) for notebooks {name: parameters} on `jobs` lanes."""
+    """(expected seconds, EndoVAE training images) for notebooks {name: parameters} on `jobs`
+    lanes; classifier training at `classifier_per_s` (left out when None)."""
     first = next(iter(notebooks.values()), {})
-    n_train = healthy_train_images(first | notebooks.get("01_preprocessing", {}), processed)
+    data = first | notebooks.get("01_preprocessing", {})
+    n_train, n_polyps = healthy_train_images(data, processed), polyp_sources(data, processed)
     slowdown = LANE_SLOWDOWN if jobs > 1 else 1.0
     images, seconds = {}, {}
     for name, params in notebooks.items():
-        images[name] = training_images(name[:2], params, n_train)
+        images[name] = training_images(name[:2], params, n_train, n_polyps)
         other = OTHER_SECONDS.get(name[:2], DEFAULT_OTHER_SECONDS) * slowdown
+        clf = classifier_images(name[:2], params, n_train, n_polyps)
         seconds[name] = images[name] / images_per_s + other
+        seconds[name] += clf / classifier_per_s if classifier_per_s else 0.0
     wall = makespan(seconds, jobs, lambda name: upstream(name, list(notebooks)))
     return wall + (REPORT_SECONDS if report else 0), sum(images.values())
+
+
+def classifier_speed(chosen: dict[str, dict[str, Any]], device: torch.device) -> float | None:
+    """Classifier training images/s of the first classifier notebook in the plan (timed once per
+    machine, then cached; a frozen ImageNet backbone counts its feature extraction)."""
+    params = next((p for n, p in chosen.items() if n[:2] in ("07", "09")), None)
+    if params is None:
+        return None
+    speed, frozen = classifier.training_speed(
+        str(params.get("weights", "auto")), int(params.get("clf_input_size", 0)),
+        int(params.get("clf_batch_size", 32)), device, str(params.get("precision", "auto")),
+    )  # fmt: skip
+    return speed * int(params.get("clf_epochs", 1)) if frozen else speed
 
 
 def current_speed(choice: PrecisionChoice, device: torch.device, batch: int) -> float:
@@ -104,32 +161,45 @@ def current_speed(choice: PrecisionChoice, device: torch.device, batch: int) -> 
     return measure_images_per_s(choice.precision, device, batch)
 
 
-def expected_time(
+def estimate(
     chosen: dict[str, dict[str, Any]], run_dir: Path, report: bool, jobs: int = 1
-) -> str:
-    """One line: the run's expected time, from the training speed measured on this machine
-    (with `jobs` notebooks side by side: at one lane's thread count, which the notebooks reuse).
+) -> tuple[float, str]:
+    """(seconds, one line) the run is expected to take, from the training speeds measured on this
+    machine (with `jobs` notebooks side by side: at one lane's thread count, which they reuse).
 
     `chosen` maps each notebook to run to every parameter it will run with.
     """
     processed = RunPaths(run_dir).processed
     trainer = next((p for p in chosen.values() if "precision" in p and "epochs" in p), None)
-    if trainer is None:
-        seconds, _ = estimate_seconds(chosen, 1.0, processed, report, jobs)
-        return f"expected time: about {seconds / 60:.1f} min (no EndoVAE training)"
-    device = get_device(str(trainer.get("device", "auto")))
-    batch = int(trainer.get("batch_size", 128))
+    first = next(iter(chosen.values()), {})
+    device = get_device(str((trainer or first).get("device", "auto")))
     threads = torch.get_num_threads()
     if device.type == "cpu":
         torch.set_num_threads(threads_per_job(jobs))
     try:
+        clf_speed = classifier_speed(chosen, device)
+        if trainer is None:
+            seconds, _ = estimate_seconds(chosen, 1.0, processed, report, jobs, clf_speed)
+            return seconds, f"expected time: about {seconds / 60:.1f} min (no EndoVAE training)"
+        data = first | chosen.get("01_preprocessing", {})
+        batch = max(
+            1, min(int(trainer.get("batch_size", 128)), healthy_train_images(data, processed))
+        )
         choice = training_precision(device, str(trainer.get("precision", "auto")), batch)
         speed = current_speed(choice, device, batch)
     finally:
         torch.set_num_threads(threads)
-    seconds, images = estimate_seconds(chosen, speed, processed, report, jobs)
+    seconds, images = estimate_seconds(chosen, speed, processed, report, jobs, clf_speed)
     lanes = f"{jobs} notebooks side by side, " if jobs > 1 else ""
-    return (
+    clf = f", classifiers at {clf_speed:,.1f} img/s" if clf_speed else ""
+    return seconds, (
         f"expected time: about {seconds / 60:.1f} min ({lanes}{images:,} EndoVAE training images "
-        f"at {speed:,.1f} img/s timed now, {choice.describe()}; plus the rest of each notebook)"
+        f"at {speed:,.1f} img/s timed now, {choice.describe()}{clf}; plus the rest of each notebook)"
     )
+
+
+def expected_time(
+    chosen: dict[str, dict[str, Any]], run_dir: Path, report: bool, jobs: int = 1
+) -> str:
+    """One line: the run's expected time (see `estimate`)."""
+    return estimate(chosen, run_dir, report, jobs)[1]
