@@ -129,7 +129,8 @@ def test_metric_numbers_of_the_run_are_in_the_pdf(quick_run):
 
 
 def test_quick_profile_leaves_the_collapse_plateau(quick_run):
-    """Both models: KL >= 5 nats per image, visibly different samples, PSNR above the mean image."""
+    """Both models: KL >= 5 nats per image, samples spread >= 0.05, held-out PSNR >= 1.5 dB above
+    the mean image's, and >= 90 % of the held-out images reconstructed better than the mean."""
     run_dir, _ = quick_run
     run = paths.RunPaths(run_dir)
     healthy = preprocess.load_images(run.processed, "normal", split="test")
@@ -144,8 +145,9 @@ def test_quick_profile_leaves_the_collapse_plateau(quick_run):
             reconstruct(model, x), mean_image,
         )  # fmt: skip
         assert check["KL per image (nats)"] >= 5, (name, check)
-        assert check["sample spread"] >= 0.03, (name, check)
-        assert check["PSNR, held-out healthy (dB)"] > check["PSNR of the mean training image (dB)"]
+        assert check["sample spread"] >= 0.05, (name, check)
+        assert check["PSNR gain (dB)"] >= 1.5, (name, check)
+        assert check["images beating the mean (%)"] >= 90, (name, check)
     table = pd.read_csv(run.tables / "plateau_check.csv", index_col=0)
     assert list(table["past the plateau"]) == ["yes", "yes"], "notebook 05 reports the same"
 

@@ -310,3 +310,52 @@ def test_evaluation_results_hold_the_tables_numbers():
     held = found["extended"]["bce"]["healthy (held-out)"]
     assert held["n"] == 10 and held["psnr"]["ci_low"] <= held["psnr"]["mean"]
     assert found["paired"]["polyps (all)"]["psnr"]["mean_mse_minus_bce"] == pytest.approx(0.5)
+
+
+def _plateau_inputs(recon: torch.Tensor, n: int = 40):
+    """History, samples and held-out images around `recon` for metrics.plateau_check."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(n, 3, 16, 16, generator=gen) * 0.6 + 0.2
+    mean_image = x.mean(0, keepdim=True)
+    history = pd.DataFrame({"kld": [400.0]})  # 50 nats per image at batch 8
+    samples = torch.rand(9, 3, 16, 16, generator=gen)
+    return history, samples, x, recon(x), mean_image
+
+
+def test_a_one_colour_model_fails_the_plateau_check():
+    """KL and sample spread pass, but it paints the mean colour for every input: the per-image
+    share (and the PSNR gain) must fail it."""
+    history, samples, x, recon, mean_image = _plateau_inputs(
+        lambda x: x.mean((0, 2, 3), keepdim=True).expand_as(x)
+    )
+    check = metrics.plateau_check(history, 8, samples, x, recon, mean_image)
+    assert check["KL per image (nats)"] >= metrics.PLATEAU_KL_PER_IMAGE
+    assert check["sample spread"] >= metrics.PLATEAU_SAMPLE_SPREAD
+    assert check["images beating the mean (%)"] < 90
+    assert check["past the plateau"] == "no"
+
+
+def test_a_model_that_beats_the_mean_on_most_images_only_on_average_fails():
+    """Injected per-image values: near-perfect on half the images, worse than the mean on the
+    rest; the mean PSNR gain is large but only 50 % of the images beat the mean image."""
+
+    def recon(x):
+        out = x.clone()
+        out[1::2] = 1.0 - x[1::2]
+        return out
+
+    history, samples, x, recon_x, mean_image = _plateau_inputs(recon)
+    check = metrics.plateau_check(history, 8, samples, x, recon_x, mean_image)
+    assert check["PSNR gain (dB)"] >= metrics.PLATEAU_PSNR_GAIN_DB
+    assert check["images beating the mean (%)"] == pytest.approx(50.0)
+    assert check["past the plateau"] == "no"
+
+
+def test_a_model_that_follows_its_inputs_passes_the_plateau_check():
+    history, samples, x, recon, mean_image = _plateau_inputs(
+        lambda x: x + 0.02 * torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
+    )
+    check = metrics.plateau_check(history, 8, samples, x, recon, mean_image)
+    assert check["images beating the mean (%)"] == 100.0
+    assert check["PSNR gain (dB)"] >= metrics.PLATEAU_PSNR_GAIN_DB
+    assert check["past the plateau"] == "yes"

@@ -391,23 +391,42 @@ def format_paired(paired: pd.DataFrame, a: str = "MSE", b: str = "BCE") -> pd.Da
 
 # --- did training leave the posterior-collapse plateau? ---------------------------------------
 PLATEAU_KL_PER_IMAGE = 5.0  # nats per image; a collapsed EndoVAE sits near 0
-PLATEAU_SAMPLE_SPREAD = 0.03  # mean per-pixel std across decoded prior samples; collapsed ~0
+PLATEAU_SAMPLE_SPREAD = 0.05  # mean per-pixel std across decoded prior samples; collapsed ~0
+PLATEAU_PSNR_GAIN_DB = 1.5  # held-out healthy PSNR at least this far above the mean image's
+PLATEAU_BEAT_SHARE = 0.9  # share of held-out images, one by one, reconstructed better than the mean
 COLLAPSED_KL_PER_IMAGE = 1.0  # nats per image: below this the latent code carries almost nothing
+
+
+def beats_mean_share(x_test: torch.Tensor, recon_test: torch.Tensor, mean_image) -> float:
+    """Share of images whose reconstruction has a higher PSNR than the mean image has for them
+    (a model that paints one colour for every input beats it on few or none)."""
+    model_db = psnr(recon_test, x_test)
+    mean_db = psnr(mean_image.expand_as(x_test), x_test)
+    return float((model_db > mean_db).float().mean())
 
 
 def plateau_check(
     history: pd.DataFrame, batch_size: int, samples: torch.Tensor, x_test, recon_test, mean_image
 ) -> dict:
-    """KL per image, spread of prior samples and PSNR against the mean image's: trained or collapsed."""
+    """Did the model leave the plateau? KL per image, spread of prior samples, held-out PSNR
+    gain over the mean training image and the share of images it beats one by one."""
     kl = float(history["kld"].iloc[-1]) / batch_size
     spread = float(samples.float().std(0).mean())
     model_db = float(psnr(recon_test, x_test).mean())
     mean_db = float(psnr(mean_image.expand_as(x_test), x_test).mean())
-    trained = kl >= PLATEAU_KL_PER_IMAGE and spread >= PLATEAU_SAMPLE_SPREAD and model_db > mean_db
+    share = beats_mean_share(x_test, recon_test, mean_image)
+    trained = (
+        kl >= PLATEAU_KL_PER_IMAGE
+        and spread >= PLATEAU_SAMPLE_SPREAD
+        and model_db - mean_db >= PLATEAU_PSNR_GAIN_DB
+        and share >= PLATEAU_BEAT_SHARE
+    )
     return {
         "KL per image (nats)": kl,
         "sample spread": spread,
         "PSNR, held-out healthy (dB)": model_db,
         "PSNR of the mean training image (dB)": mean_db,
+        "PSNR gain (dB)": model_db - mean_db,
+        "images beating the mean (%)": 100.0 * share,
         "past the plateau": "yes" if trained else "no",
     }
