@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from helpers.core.atomic import one_line
 from helpers.core.runtime import describe_device, fixed_precision, get_device
 from helpers.data import kvasir, preprocess, processed
 from helpers.train.fit import (
@@ -121,4 +122,8 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except (OSError, ValueError, torch.OutOfMemoryError) as exc:  # expected: one line, exit 2
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        sys.exit(2)

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import time
 
+from helpers.core.atomic import one_line
 from helpers.core.classes import ALL_CLASSES
 from helpers.data.kvasir import list_images
 from helpers.data.preprocess import preprocess
@@ -87,4 +89,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (OSError, ValueError, MemoryError) as exc:  # expected: one line, exit 2
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        sys.exit(2)

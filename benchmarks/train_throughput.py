@@ -22,6 +22,7 @@ there one thread for our trainer was ~3x faster than two (measured on the shared
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,6 +32,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from helpers.core.atomic import one_line
 from helpers.core.runtime import describe_device, get_device, seed_everything
 from helpers.model.endovae import EndoVAE
 from helpers.model.losses import vae_loss
@@ -188,4 +190,8 @@ def main(argv=None) -> float:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (OSError, ValueError, torch.OutOfMemoryError) as exc:  # expected: one line, exit 2
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        sys.exit(2)

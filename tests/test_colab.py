@@ -130,7 +130,7 @@ def test_readme_colab_links_follow_the_address():
     readme = (paths.PROJECT_ROOT / "README.md").read_text(encoding="utf-8")
     links = re.findall(r"https://colab\.research\.google\.com/github/\S+?\.ipynb", readme)
     assert all(link == colab.colab_link(link.rsplit("/", 1)[1]) for link in links)
-    assert "helpers.runner.colab --write --repo" in readme
+    assert "helpers.colab --write --repo" in readme
 
 
 def test_no_address_of_a_repository_that_does_not_exist():

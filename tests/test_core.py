@@ -30,7 +30,7 @@ def test_run_paths_default_and_env(monkeypatch, tmp_path):
 
 
 def test_project_root_holds_package():
-    assert (paths.PROJECT_ROOT / "helpers" / "paths.py").is_file()
+    assert (paths.PROJECT_ROOT / "helpers" / "core" / "paths.py").is_file()
 
 
 def test_get_device_and_errors():

@@ -6,6 +6,7 @@ import csv
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 
 import nbformat
@@ -14,7 +15,7 @@ import yaml
 
 from helpers.config import params, profile
 from helpers.core import paths
-from helpers.runner import plan, run
+from helpers.runner import plan, run, stamps
 
 KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
 
@@ -441,3 +442,26 @@ def test_nested_run_folders_are_refused(tmp_path):
     problem = run.run_dir_problem(outer)
     assert problem and "holds another run folder" in problem and str(inner) in problem
     assert "\n" not in problem
+
+
+def test_a_copied_run_folder_keeps_its_stamps(dummy, tmp_path, capsys):
+    """Issue 19 kind 6: the run folder's place is not in the stamp key, so a copy skips."""
+    assert run.main([*dummy["args"], "--no-report"]) == 0
+    copy = tmp_path / "elsewhere" / "run-copy"
+    shutil.copytree(dummy["run_dir"], copy)
+    capsys.readouterr()
+    args = [*dummy["args"][:-1], str(copy), "--no-report"]
+    assert run.main(args) == 0
+    assert capsys.readouterr().out.count("skipped (unchanged)") == 2
+    assert _marks(copy, "01") == ["4"] and len(_marks(copy, "02")) == 1
+
+
+def test_portable_parameters_drop_the_run_folders_place():
+    """Paths inside the run folder or the bundle are keyed relative to it; others stay."""
+    a = {"run_dir": "/a/run", "data_dir": "/a/run/data/raw", "seed": 1, "x": "/other/z"}
+    b = {"run_dir": "/b/c/run", "data_dir": "/b/c/run/data/raw", "seed": 1, "x": "/other/z"}
+    assert stamps.portable_parameters(a) == stamps.portable_parameters(b)
+    kept = stamps.portable_parameters(a)
+    assert kept == {"data_dir": "<run_dir>/data/raw", "seed": 1, "x": "/other/z"}
+    inside = str(paths.PROJECT_ROOT / "notebooks")
+    assert stamps.portable_parameters({"nb": inside}) == {"nb": "<bundle>/notebooks"}

@@ -115,7 +115,8 @@ def file_lock(
             raise LockBusy(_busy_message(path, what, waited))
         time.sleep(POLL_S)
     try:
-        _write_holder(fd)
+        with contextlib.suppress(OSError):  # who holds it is a courtesy (a full disk: unknown)
+            _write_holder(fd)
         yield path
     finally:
         with contextlib.suppress(OSError):

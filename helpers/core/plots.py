@@ -13,6 +13,8 @@ import torch
 from matplotlib.ticker import MaxNLocator
 from torchvision.utils import make_grid
 
+from helpers.core.atomic import atomic_path
+
 
 def to_chw_float(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     """Images as float N x 3 x H x W in [0, 1] (accepts uint8 NHWC arrays or float tensors)."""
@@ -32,10 +34,12 @@ def grid_image(images: np.ndarray | torch.Tensor, nrow: int, padding: int = 2) -
 
 
 def save_figure(fig: plt.Figure, path: str | os.PathLike | None, dpi: int = 150) -> None:
-    """Save a figure as PNG (creating the folder) when `path` is given."""
+    """Save a figure (PNG unless `path` names another format) atomically when `path` is given:
+    complete or absent, a disk error is a WriteError naming the file."""
     if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=dpi, bbox_inches="tight")
+        kind = Path(path).suffix.lstrip(".").lower() or "png"
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=kind)
 
 
 def show_grid(

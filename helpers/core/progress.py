@@ -11,6 +11,8 @@ import os
 import time
 from pathlib import Path
 
+from helpers.core.atomic import atomic_write_bytes
+
 PROGRESS_ENV = "ENDOVAE_PROGRESS_FILE"
 MIN_INTERVAL_S = 0.5  # write at most twice a second
 _last_write = [0.0]
@@ -23,11 +25,8 @@ def report_progress(**status) -> None:
     if not target or now - _last_write[0] < MIN_INTERVAL_S:
         return
     _last_write[0] = now
-    path = Path(target)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(status, default=str))
-        os.replace(tmp, path)
+    try:  # replaced atomically; a failed write leaves no temp file (no fsync: it is transient)
+        atomic_write_bytes(target, json.dumps(status, default=str).encode(), fsync=False)
     except OSError:
         pass  # progress is a courtesy: never fail the work for it
 

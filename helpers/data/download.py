@@ -22,7 +22,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from helpers.core import paths
-from helpers.core.atomic import atomic_write_text
+from helpers.core.atomic import atomic_write_text, is_write_failure, write_error
 from helpers.core.fingerprint import file_digest
 from helpers.core.lock import LOCK_WAIT_S, file_lock
 
@@ -184,6 +184,19 @@ def _fetch_once(
             meta = {"url": url, "validator": _validator(resp.headers), "total": total}
             atomic_write_text(_part_meta(part), json.dumps(meta) + "\n")
             total = total or size_hint
+        _receive(resp, part, start, total, progress)
+    size = part.stat().st_size
+    if total is not None and size != total:
+        if size > total:
+            _discard_part(part)
+        raise ConnectionError(f"{url}: got {size} of {total} bytes")
+    return total
+
+
+def _receive(resp, part: Path, start: int, total: int | None, progress: bool) -> None:
+    """Append the answer's body to `part` (synced); a disk error is a WriteError naming `part`
+    (what arrived stays there, so a rerun with room resumes)."""
+    try:
         with (
             open(part, "ab" if start else "wb") as fh,
             tqdm(
@@ -200,12 +213,10 @@ def _fetch_once(
                 bar.update(len(chunk))
             fh.flush()
             os.fsync(fh.fileno())
-    size = part.stat().st_size
-    if total is not None and size != total:
-        if size > total:
-            _discard_part(part)
-        raise ConnectionError(f"{url}: got {size} of {total} bytes")
-    return total
+    except OSError as exc:
+        if is_write_failure(exc):
+            raise write_error(part, exc) from exc
+        raise
 
 
 _TRANSIENT = (ConnectionError, TimeoutError, http.client.HTTPException, urllib.error.URLError)
@@ -349,7 +360,10 @@ def _fetch_locked(
         if check.want is None and total is None:
             raise _unpinned(url, part, lock_file)
     result = _verify_or_pin(part, dest, key, url, check, lock_file)
-    os.replace(part, dest)
+    try:
+        os.replace(part, dest)
+    except OSError as exc:
+        raise write_error(dest, exc) from exc
     _part_meta(part).unlink(missing_ok=True)
     return result
 

@@ -4,6 +4,7 @@ into place, a marker (archive name, sha256, counts) written last, one process at
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from helpers.core.atomic import atomic_write_text
+from helpers.core.atomic import WriteError, atomic_write_text, is_write_failure, write_error
 from helpers.core.lock import LOCK_WAIT_S, file_lock
 
 EXTRACT_MARKER = ".extraction-complete.json"
@@ -73,13 +74,35 @@ def _remove_stale_partials(dest: Path) -> None:
 
 
 def _check_free_space(members: list[zipfile.ZipInfo], dest: Path) -> None:
-    """Raise OSError when the disk holding `dest` cannot take the unpacked archive."""
+    """Raise WriteError (ENOSPC, naming `dest`) when its disk cannot take the unpacked archive."""
     needed = sum(info.file_size for info in members)
     free = shutil.disk_usage(dest.parent).free
     if needed > free:
-        raise OSError(
-            f"not enough disk space for {dest}: need {needed / 1e9:.2f} GB, free {free / 1e9:.2f} GB"
-        )
+        words = f"no space left on device (need {needed / 1e9:.2f} GB, free {free / 1e9:.2f} GB)"
+        raise WriteError(errno.ENOSPC, words, str(dest))
+
+
+def _unpack(
+    zf: zipfile.ZipFile, members: list[zipfile.ZipInfo], tmp: Path, dest: Path, bar
+) -> None:
+    """Extract every member into `tmp`; a disk error is a WriteError naming the member under `dest`."""
+    for info in members:
+        try:
+            bar.update(_extract_member(zf, info, tmp))
+        except OSError as exc:
+            if is_write_failure(exc):
+                raise write_error(dest / info.filename, exc) from exc
+            raise
+
+
+def _rename_into_place(tmp: Path, dest: Path) -> None:
+    """Rename the finished temp folder to `dest` (a disk error names `dest`)."""
+    try:
+        if dest.is_dir():
+            dest.rmdir()
+        os.rename(tmp, dest)
+    except OSError as exc:
+        raise write_error(dest, exc) from exc
 
 
 def extraction_complete(dest: str | os.PathLike) -> bool:
@@ -157,10 +180,15 @@ def _extract_locked(zip_path: Path, dest: Path, progress: bool, sha256: str | No
     _require_empty(dest)
     with _open_zip(zip_path) as zf:
         members = check_zip_members(zf, zip_path)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        _remove_stale_partials(dest)
-        _check_free_space(members, dest)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            _remove_stale_partials(dest)
+            _check_free_space(members, dest)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
+        except WriteError:
+            raise
+        except OSError as exc:  # a read-only folder, say: one line naming the destination
+            raise write_error(dest, exc) from exc
         try:
             total = sum(info.file_size for info in members)
             with tqdm(
@@ -170,8 +198,7 @@ def _extract_locked(zip_path: Path, dest: Path, progress: bool, sha256: str | No
                 desc=f"extract {zip_path.name}",
                 disable=not progress,
             ) as bar:
-                for info in members:
-                    bar.update(_extract_member(zf, info, tmp))
+                _unpack(zf, members, tmp, dest, bar)
             stamp = {
                 "archive": zip_path.name,
                 "archive_size": zip_path.stat().st_size,
@@ -181,9 +208,7 @@ def _extract_locked(zip_path: Path, dest: Path, progress: bool, sha256: str | No
                 "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             }
             atomic_write_text(tmp / EXTRACT_MARKER, json.dumps(stamp, indent=2) + "\n")
-            if dest.is_dir():
-                dest.rmdir()
-            os.rename(tmp, dest)
+            _rename_into_place(tmp, dest)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

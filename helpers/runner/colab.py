@@ -21,6 +21,8 @@ import re
 import sys
 from pathlib import Path
 
+from helpers.core.atomic import atomic_write_text, one_line
+
 REPO_URL = ""  # no published repository; `--write --repo URL` stores one here
 REPO_ENV = "ENDOVAE_REPO_URL"
 BADGE_SVG = "https://colab.research.google.com/assets/colab-badge.svg"
@@ -134,13 +136,16 @@ def sync(folder: Path, write: bool, url: str | None = None) -> list[str]:
     """Names of the notebooks whose generated cells differ (rewritten when `write`)."""
     stale = []
     for path in sorted(folder.glob("[0-9][0-9]_*.ipynb")):
-        nb = json.loads(path.read_text(encoding="utf-8"))
+        try:
+            nb = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise ValueError(f"{path}: not a readable notebook ({one_line(exc)})") from exc
         before = json.dumps(nb, sort_keys=True)
         nb = synced_cells(nb, path.name, url)
         if json.dumps(nb, sort_keys=True) != before:
             stale.append(path.name)
             if write:
-                path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", "utf-8")
+                atomic_write_text(path, json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
     return stale
 
 
@@ -155,7 +160,7 @@ def store_repo(url: str, source: Path = Path(__file__)) -> None:
     new, n = re.subn(r"^REPO_URL = .*$", lambda _: line, text, count=1, flags=re.M)
     if n != 1:
         raise OSError(0, "it holds no REPO_URL line", str(source))
-    source.write_text(new, encoding="utf-8")
+    atomic_write_text(source, new)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -179,10 +184,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.repo is not None:
             store_repo(url)
         stale = sync(folder, args.write, url)
-    except OSError as exc:  # e.g. a read-only checkout or a full disk: one line, exit 2
-        why = exc.strerror or str(exc)
-        verb = "write" if args.write else "read"
-        print(f"error: cannot {verb} {exc.filename}: {why[:1].lower()}{why[1:]}", file=sys.stderr)
+    except (OSError, ValueError) as exc:  # a read-only checkout, a full disk: one line, exit 2
+        print(f"error: {one_line(exc) if isinstance(exc, OSError) else exc}", file=sys.stderr)
         return 2
     for name in stale:
         print(f"{'rewrote' if args.write else 'out of sync'}: {name}")

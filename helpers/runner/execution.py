@@ -17,6 +17,7 @@ from typing import Any
 import nbformat
 import papermill as pm
 from jupyter_client import AsyncKernelManager
+from nbclient.exceptions import DeadKernelError
 from papermill.exceptions import PapermillExecutionError
 from papermill.execute import raise_for_execution_errors
 from papermill.iorw import papermill_io
@@ -29,6 +30,7 @@ from helpers.core.atomic import (
     write_error,
 )
 from helpers.core.progress import PROGRESS_ENV, format_progress, read_progress
+from helpers.train.checkpoint import read_checkpoint
 
 KERNEL = "python3"
 # Keep the kernel's own start-up warnings (e.g. "running over TCP without encryption") quiet.
@@ -58,6 +60,14 @@ def kernel_manager(env: dict[str, str]) -> type[AsyncKernelManager]:
             """Launch as usual, with `env` added (jupyter_client's documented override point)."""
             kw["env"] = {**kw.get("env", os.environ), **env}
             await super()._async_launch_kernel(kernel_cmd, **kw)
+
+        async def _async_interrupt_kernel(self) -> None:
+            """Interrupt, except while shutting down: jupyter_client sends SIGINT before its
+            shutdown request, and a SIGINT landing while the finished kernel still handles a
+            message logs "KeyboardInterrupt caught in kernel." after a successful run. The
+            shutdown request alone stops an idle kernel (and an unresponsive one is killed)."""
+            if not self.shutting_down:
+                await super()._async_interrupt_kernel()
 
     return EnvKernelManager
 
@@ -124,7 +134,7 @@ def execute(
     """
     out = Path(os.path.abspath(out))
     partial = out.with_name(f".{source.stem}.partial.ipynb")
-    extra = {"kernel_manager_class": kernel_manager(env)} if env else {}
+    extra = {"kernel_manager_class": kernel_manager(env or {})}
     try:
         with quiet_papermill(), _atomic_output(partial) as handler:
             pm.execute_notebook(
@@ -181,12 +191,36 @@ def print_failure(source: Path, exc: BaseException, executed: Path) -> None:
     print(describe_failure(source, exc), file=sys.stderr)
     if isinstance(exc, OSError) and is_write_failure(exc):
         return
+    if isinstance(exc, DeadKernelError):
+        print(
+            f"  {resume_note(executed.parent.parent, getattr(exc, 'written', []))}", file=sys.stderr
+        )
     not_saved = getattr(exc, "not_saved", None)
     if not_saved is not None:
         kept = "; the older one is left as it was" if executed.is_file() else ""
         print(f"  executed notebook not saved ({not_saved}){kept}", file=sys.stderr)
     else:
         print(f"  executed notebook: {executed}", file=sys.stderr)
+
+
+def resume_note(run_dir: Path, written: list[str]) -> str:
+    """What a rerun of a notebook whose kernel died starts from: its newest checkpoint among the
+    files it wrote (`written`, relative to `run_dir`), with that checkpoint's epoch."""
+    saved = [rel for rel in written if rel.endswith(".pt") and (run_dir / rel).is_file()]
+    why = "the kernel died (out of memory, or killed)"
+    if not saved:
+        return f"{why} before it saved a checkpoint: a rerun starts this notebook's work again"
+    rel = max(saved, key=lambda r: (run_dir / r).stat().st_mtime_ns)
+    try:
+        state = read_checkpoint(run_dir / rel)
+    except (OSError, ValueError) as exc:
+        return f"{why}; its last checkpoint {rel} is unreadable ({one_line(exc)})"
+    epochs = state.get("train_config", {}).get("epochs")
+    of = f" of {epochs}" if isinstance(epochs, int) else ""
+    return (
+        f"{why}; a rerun resumes from the last checkpoint, {rel} "
+        f"(epoch {int(state.get('epoch', 0))}{of})"
+    )
 
 
 def describe_failure(source: Path, exc: BaseException) -> str:

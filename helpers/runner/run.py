@@ -21,6 +21,7 @@ Exit codes: 0 success, 1 a notebook or the report failed, 2 bad arguments or par
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -40,12 +41,12 @@ from helpers.config.profile import (
     profile_name,
 )
 from helpers.core import paths
-from helpers.core.atomic import WriteError, atomic_write_text, one_line
+from helpers.core.atomic import atomic_write_text, one_line
 from helpers.core.lanes import threads_per_job, upstream
 from helpers.core.lock import LockBusy, file_lock
 from helpers.core.runtime import describe_device, get_device
-from helpers.runner import report
-from helpers.runner.budget import expected_time
+from helpers.runner import checks, report
+from helpers.runner.budget import estimate
 from helpers.runner.execution import ProgressBoard, execute, live_progress, print_failure
 from helpers.runner.plan import (
     Notebook,
@@ -146,7 +147,12 @@ def run_one(
     """
     stamp_path(run_dir, nb.name).unlink(missing_ok=True)
     before, start = snapshot(run_dir), time.perf_counter()
-    execute(nb.path, params, run_dir / "executed" / nb.path.name, env)
+    try:
+        execute(nb.path, params, run_dir / "executed" / nb.path.name, env)
+    except Exception as exc:  # the files it wrote tell print_failure where a rerun resumes
+        with contextlib.suppress(OSError):
+            exc.written = sorted(written_files(run_dir, before))
+        raise
     seconds = time.perf_counter() - start
     stamp = {"notebook": nb.name, "key": key, "seconds": round(seconds, 2), "parameters": params,
              **inputs, "outputs": written_files(run_dir, before)}  # fmt: skip
@@ -341,6 +347,8 @@ def prepare(args: argparse.Namespace) -> Plan:
     overrides = override_parameters(notebooks, profile, cli)
     resolved = resolve_parameters(notebooks, overrides, run_dir)
     errors = unknown_names(notebooks, profile, cli) + validate(selected, resolved)
+    if not errors:  # the values are well formed: now what the data can give them
+        errors = checks.data_problems([nb.name for nb in selected], resolved, run_dir)
     return Plan(notebooks, selected, resolved, overrides, run_dir, errors)
 
 
@@ -378,6 +386,11 @@ def run_command(argv: Sequence[str] | None = None) -> int:
     if trouble:
         print(f"error: {trouble}", file=sys.stderr)
         return EXIT_USAGE
+    memory = checks.memory_problems(chosen(plan), plan.run_dir, plan.resolved)
+    for line in memory:  # a batch its device cannot hold: before anything is written
+        print(f"error: {line}", file=sys.stderr)
+    if memory:
+        return EXIT_USAGE
     run_dir = plan.run_dir
     try:
         with file_lock(run_dir / ".run.lock", timeout=0, what=f"run folder {run_dir}"):
@@ -385,18 +398,37 @@ def run_command(argv: Sequence[str] | None = None) -> int:
     except LockBusy as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except WriteError as exc:  # run.json or the report: a full disk, a read-only folder
-        print(f"error: {exc}", file=sys.stderr)
+    except OSError as exc:  # run.json or the report: a full disk, a read-only folder
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return EXIT_FAILED
+
+
+def chosen(plan: Plan) -> dict[str, dict[str, Any]]:
+    """Every parameter of each notebook this run executes."""
+    return {nb.name: plan.resolved[nb.name] for nb in plan.selected}
+
+
+def expected(plan: Plan, report_too: bool, jobs: int) -> tuple[float | None, str]:
+    """(seconds or None, the expected-time line), each batch timed at the images it is drawn
+    from; a failure to time it is a line too, not a traceback."""
+    timed = checks.timing_parameters(chosen(plan), plan.run_dir, plan.resolved)
+    try:
+        return estimate(timed, plan.run_dir, report_too, jobs)
+    except (RuntimeError, MemoryError, ValueError) as exc:  # e.g. the device ran out of memory
+        return None, f"expected time: unknown (timing a training step failed: {one_line(exc)})"
 
 
 def run_locked(args: argparse.Namespace, plan: Plan) -> int:
     """Run the notebooks and build the report while holding the run folder's lock."""
     print(f"profile {profile_name(args.profile)} -> {plan.run_dir}", flush=True)
-    write_run_info(plan, profile_name(args.profile), args.argv)
-    chosen = {nb.name: plan.resolved[nb.name] for nb in plan.selected}
     jobs = args.jobs
-    print(expected_time(chosen, plan.run_dir, not args.no_report, jobs), flush=True)
+    seconds, line = expected(plan, not args.no_report, jobs)
+    absurd = None if args.force or seconds is None else checks.time_problem(seconds)
+    if absurd:  # more than a week: refused before run.json or any notebook
+        print(f"error: {absurd}", file=sys.stderr)
+        return EXIT_USAGE
+    write_run_info(plan, profile_name(args.profile), args.argv)
+    print(line, flush=True)
     started = time.perf_counter()
     if jobs > 1:
         print(

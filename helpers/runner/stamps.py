@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from helpers.config.params import DATA_ALIASES, DATA_KEYWORDS
+from helpers.core import paths
 from helpers.core.fingerprint import bytes_digest, file_digest, json_digest
 from helpers.data import kvasir
 from helpers.runner.plan import Notebook
@@ -32,9 +33,50 @@ def helpers_hash(root: Path | None = None) -> str:
 
 
 def stamp_key(nb: Notebook, params: dict[str, Any], code_hash: str, inputs: str) -> str:
-    """Digest of everything a notebook's result depends on (`inputs`: digest of what it reads)."""
-    parts = {"notebook": file_digest(nb.path), "parameters": params, "code": code_hash}
+    """Digest of everything a notebook's result depends on (`inputs`: digest of what it reads);
+    where the run folder and the bundle lie is not part of it (see portable_parameters)."""
+    parts = {"notebook": file_digest(nb.path), "code": code_hash}
+    parts["parameters"] = portable_parameters(params)
     return json_digest({**parts, "inputs": inputs})
+
+
+def portable_parameters(params: dict[str, Any]) -> dict[str, Any]:
+    """`params` without the places of the run folder and the bundle: run_dir is left out (what
+    the folder holds is in the inputs digest) and a path inside either becomes relative to it
+    (a data_dir is keyed by its content there too), so a copied or moved folder keeps its stamps."""
+    run_dir = str(params.get("run_dir", ""))
+    bases = {"<run_dir>": Path(run_dir)} if run_dir else {}
+    bases["<bundle>"] = paths.PROJECT_ROOT
+    out = {}
+    for name, value in params.items():
+        if name != "run_dir":
+            out[name] = _relative(value, bases) if isinstance(value, str) else value
+    return out
+
+
+def _relative(value: str, bases: dict[str, Path]) -> str:
+    """`value` as "<run_dir>/rel" or "<bundle>/rel" when it is an absolute path inside one."""
+    path = Path(value)
+    if not value or not path.is_absolute():
+        return value
+    for label, base in bases.items():
+        if path == base or base in path.parents:
+            rel = path.relative_to(base).as_posix()
+            return label if rel == "." else f"{label}/{rel}"
+    return value
+
+
+def rebased(params: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """A stamp's parameters with paths inside its old run folder moved into `run_dir` (a copied
+    run folder reads its own data, not the original's)."""
+    old = Path(str(params.get("run_dir", "") or run_dir))
+    out = dict(params)
+    for name, value in params.items():
+        if name != "run_dir" and isinstance(value, str) and value and Path(value).is_absolute():
+            path = Path(value)
+            if path == old or old in path.parents:
+                out[name] = str(run_dir / path.relative_to(old))
+    return out
 
 
 def snapshot(run_dir: Path) -> dict[str, tuple[int, int]]:
@@ -94,7 +136,8 @@ def stale_inputs(run_dir: Path, name: str) -> bool:
     stamp = read_stamp(run_dir, name)
     if "inputs" not in stamp:
         return False
-    digest = inputs_digest(run_dir, stamp.get("inputs_from", []), stamp.get("parameters", {}))
+    params = rebased(stamp.get("parameters", {}), run_dir)
+    digest = inputs_digest(run_dir, stamp.get("inputs_from", []), params)
     return digest != stamp["inputs"]
 
 
