@@ -427,6 +427,7 @@ TINY_08 = {
     "abl_n_samples": 8,
     "n_boot": 100,
     "device": "cpu",
+    "fid_weights": "none",
 }
 
 
@@ -493,6 +494,11 @@ def test_notebook_08_runs_with_tiny_parameters(processed):
     assert got == pytest.approx(latent.loc[("latent32", ab.POLYPS_EVAL), "psnr_mean"])
     base_mse = auc.set_index(["arm", "score"]).loc[("baseline", "mse"), "auc"]
     assert results["anomaly_auc"]["baseline"]["mse"]["auc"] == pytest.approx(base_mse)
+    quality = results["quality"]  # Table S12: every arm against the held-out healthy images
+    arm_labels = [a.label for a in default_arms]
+    assert list(quality["rows"]) == [*quality["scale_rows"], *arm_labels]
+    assert quality["rows"]["real vs real (floor)"]["fd"] < quality["rows"]["mean image"]["fd"]
+    assert "**Table S12:**" in text and "Sample quality." in outputs
 
 
 def test_collapse_note_names_only_the_collapsed_arms():

@@ -23,6 +23,7 @@ TINY = {
     "n_boot": 100,
     "precision": "fp32",
     "device": "cpu",
+    "fid_weights": "none",
 }
 
 
@@ -43,6 +44,7 @@ def test_headings_and_captions_in_order():
     order = [
         "## 11. Synthetic training data",
         "**Figure 16:**",
+        "**Table S13:**",
         "**Table 12:**",
         "**Figure 17:**",
         "**Table 13:**",
@@ -74,6 +76,16 @@ def test_notebook_runs_and_writes_its_outputs(run09):
             assert min(img.size) > 100
     text = _outputs_text(executed)
     assert "held-out real frames" in text and "81.9" in text
+    quality = read_results(run.root, "09")["quality"]  # Table S13: one scale per class model
+    assert sorted(quality) == ["healthy", "polyps"]
+    for name, found in quality.items():
+        assert list(found["rows"]) == [*found["scale_rows"], f"{name} model"]
+        assert found["rows"]["real vs real (floor)"]["fd"] < found["rows"]["mean image"]["fd"]
+    shown = pd.read_csv(run.tables / "synthetic_quality.csv", index_col=["model", "set"])
+    assert shown.loc[("polyps", "polyps model"), "FD"] == pytest.approx(
+        quality["polyps"]["rows"]["polyps model"]["fd"]
+    )
+    assert "Sample quality." in text and "polyps model's" in text
     rows = read_results(run.root, "09")["classifiers"]
     assert sorted(rows) == sorted(table.index)  # exactly Table 12's rows (JSON keys are sorted)
     for name, row in rows.items():

@@ -17,7 +17,7 @@ from helpers.core.results import read_results
 NOTEBOOKS = ("05_generation_reconstruction", "06_metrics", "07_classifier_bonus")
 UPSTREAM = ("01_preprocessing", "03_train_mse", "04_train_bce")
 TINY = {
-    "05_generation_reconstruction": {"n_show": 4},
+    "05_generation_reconstruction": {"n_show": 4, "fid_weights": "none"},
     "06_metrics": {"n_eval_polyps": 8, "n_boot": 200},
     "07_classifier_bonus": {
         "n_pairs": 10,
@@ -103,6 +103,9 @@ def test_headings_and_captions_in_order():
         "### 6.1 Generation",
         "**Figure 5:** Samples generated from noise by the MSE model.",
         "**Figure 6:** Samples generated from noise by the BCE model.",
+        "**Table S10:**",
+        "### 6.1.1 Sample quality",
+        "**Table S11:** Sample quality",
         "### 6.2 Reconstruction",
         "**Figure 7:** A few samples of healthy images along with their reconstruction by the two models.",
         "**Figure 8:** A few samples of polyp images along with their reconstruction by the two models.",
@@ -211,6 +214,18 @@ def test_notebooks_05_07_run(eval_run):
     assert set(found) == {"mse", "bce"}
     assert found["bce"]["kl_per_image"] == pytest.approx(plateau.loc["BCE", "KL per image (nats)"])
     assert found["mse"]["past_plateau"] == (plateau.loc["MSE", "past the plateau"] == "yes")
+    quality = read_results(eval_run, "05")["quality"]  # Table S11
+    rows = quality["rows"]
+    assert list(rows) == [*quality["scale_rows"], "MSE model", "BCE model"]
+    assert quality["label"] == "FD (run features)" and "held-out healthy" in quality["real"]
+    # At this tiny size (a few frames per set) the scale's order is noise; the end-to-end test
+    # checks it on the quick run's 72 held-out frames.
+    assert all(r["fd"] >= 0 and r["kid_se"] >= 0 for r in rows.values())
+    assert len({r["n"] for r in rows.values()}) == 1  # every set at the same size
+    table = pd.read_csv(run.tables / "sample_quality.csv", index_col="set")
+    assert table.loc["BCE model", "FD"] == pytest.approx(rows["BCE model"]["fd"])
+    text = _outputs_text(run.executed / "05_generation_reconstruction.ipynb")
+    assert "Sample quality." in text and "not comparable with published FID" in text
     text = _outputs_text(run.executed / "07_classifier_bonus.ipynb")
     assert "No ImageNet weights" in text and "from scratch" in text
     text = _outputs_text(run.executed / "06_metrics.ipynb")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.linalg
 import torch
@@ -214,3 +215,104 @@ def test_quality_table_rejects_bad_candidates():
         quality.quality_table(net, real, {"mean image": real})
     with pytest.raises(ValueError, match=r"candidates\['x'\]: pixel values"):
         quality.quality_table(net, real, {"x": real * 2})
+
+
+# --- wiring: groups, results JSON, the parameter, threads, prose --------------------------------
+def test_groups_keep_each_source_frame_in_one_half():
+    groups = [f"frame{i // 4}" for i in range(4 * 7)]  # 7 source frames in 4 flips each
+    a, b = quality._halves(len(groups), groups, seed=0)
+    side_a, side_b = {groups[i] for i in a.tolist()}, {groups[i] for i in b.tolist()}
+    assert len(a) == len(b) == 12 and not side_a & side_b
+    assert torch.equal(quality._halves(len(groups), groups, seed=0)[0], a)  # seeded
+    with pytest.raises(ValueError, match="groups: need at least two"):
+        quality._halves(4, ["one"] * 4, seed=0)
+    with pytest.raises(ValueError, match="groups: expected 5"):
+        quality._halves(5, groups, seed=0)
+
+
+def _small_table(label: str = "FD (run features)") -> pd.DataFrame:
+    """A quality table as `quality_table` returns it (made-up numbers), with its attrs."""
+    rows = {"real vs real (floor)": (2.0, 0.05, 0.02, 0.8, 0.8, 36),
+            "blurred real": (3.0, 0.1, 0.03, 0.7, 0.6, 36),
+            "mean image": (40.0, 2.5, 0.3, 1.0, 0.0, 36),
+            "MSE model": (21.0, 1.2, 0.2, 0.1, 0.05, 36),
+            "BCE model": (45.0, 3.0, 0.3, 1.0, 0.0, 36)}  # fmt: skip
+    table = pd.DataFrame.from_dict(rows, orient="index", columns=list(quality.COLUMNS))
+    table.index.name = "set"
+    kid = "KID" + label.removeprefix("FID").removeprefix("FD")
+    table.attrs.update(label=label, kid_label=kid, note="n", k=3, blur_sigma=1.5)
+    return table
+
+
+def test_quality_results_and_display_keep_labels_and_rows():
+    found = quality.quality_results(_small_table())
+    assert found["label"] == "FD (run features)" and found["scale_rows"] == list(quality.ROWS)
+    assert list(found["rows"]) == [*quality.ROWS, "MSE model", "BCE model"]
+    assert found["rows"]["MSE model"] == {"fd": 21.0, "kid_mean": 1.2, "kid_se": 0.2,
+                                          "precision": 0.1, "recall": 0.05, "n": 36}  # fmt: skip
+    shown = quality.format_quality(_small_table())
+    assert list(shown.columns[:2]) == ["FD (run features)", "KID (run features)"]
+    assert quality.frames_needed(72) == 36 and quality.frames_needed(4) == 4
+
+
+def test_fid_weights_rule_is_checked_once_in_params(tmp_path):
+    from helpers.config.params import SCHEMAS, check
+
+    weights = tmp_path / "inception.pth"
+    weights.write_bytes(b"x")
+    for value in ("", "auto", "none", "None", str(weights)):
+        assert check("fid_weights", value) == value
+    with pytest.raises(ValueError, match=r"fid_weights='.*missing\.pth': expected"):
+        check("fid_weights", str(tmp_path / "missing.pth"))
+    for name in ("05_generation_reconstruction", "08_ablations", "09_synthetic_data"):
+        assert "fid_weights" in SCHEMAS[name]
+
+
+def test_cpu_threads_restores_the_thread_count():
+    before = torch.get_num_threads()
+    with quality.cpu_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+
+
+def test_extractor_for_caps_the_training_frames_and_uses_the_classes(empty_hub):
+    images, labels = _frames(12, seed=0)
+    frames = (images.permute(0, 2, 3, 1) * 255).round().byte().numpy()
+    classes = ["a" if y == 0 else "b" for y in labels.tolist()]
+    extractor = quality.extractor_for(frames, classes, "none", seed=0, max_images=8)
+    assert extractor.label == "FD (run features)" and not extractor.module.training
+    assert quality.class_labels(["x", "x"]) is None  # one class: k-means pseudo-classes instead
+    with pytest.raises(ValueError, match="classes: expected 12"):
+        quality.extractor_for(frames, classes[:3], "none")
+
+
+def test_quality_text_explains_the_label_and_places_each_model():
+    from helpers.narrative.reconstruction import quality_text
+
+    text = quality_text(_small_table(), real="72 held-out healthy frames")
+    assert "not comparable with published FID" in text and '"FD (run features)"' in text
+    assert "2.00 at the floor" in text and "40.00 for the mean image" in text
+    assert "The prior samples reach: MSE model 21.00 (KID 1.200 ± 0.200" in text
+    assert "recall 0.05), 49 % of the way" in text
+    assert "BCE model 45.00" in text and "mean image repeated, or farther" in text
+    fid = quality_text(_small_table("FID"))
+    assert "standard FID Inception-v3" in fid and "not comparable" not in fid
+
+
+def test_summary_quotes_the_sample_quality_or_says_it_was_not_measured():
+    from helpers.evaluate.qualitative import quality_values
+    from helpers.narrative.summary import summary_text
+
+    table = _small_table()
+    table.attrs["real"] = "72 held-out healthy frames"
+    results = {"05": {"quality": quality_values(table)}}
+    text = summary_text("data", False, {}, results, {})
+    assert "Sample quality of the prior samples against the 72 held-out healthy frames" in text
+    assert "MSE model 21.00 (precision 0.10, recall 0.05)" in text and "floor" in text
+    assert "2.00" in text and "40.00" in text and "not comparable with published FID" in text
+    missing = summary_text("data", False, {}, {}, {})
+    assert "Sample quality" in missing and "was not measured in this run" in missing
+    unread = summary_text(
+        "data", False, {}, {}, {}, unread={"05": "results/05.json is not valid JSON"}
+    )
+    assert "results/05.json is not valid JSON, so this summary quotes no sample-quality" in unread

@@ -33,6 +33,8 @@ from helpers.model.losses import RECON_LOSSES
 # runner's words for "" (the embedded Kvasir-like set).
 DATA_KEYWORDS = ("", "download", "download:v1", "download:v2")
 DATA_ALIASES = {"synthetic": "", "embedded": ""}
+# fid_weights values that are not a path: look in torch hub's cache ("" = "auto") or never
+FID_KEYWORDS = ("", "auto", "none")
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,12 @@ def _data_source(value: str) -> bool:
     return word in DATA_KEYWORDS or word in DATA_ALIASES or paths.resolve_user_path(value).exists()
 
 
+def _fid_weights(value: str) -> bool:
+    """'' or 'auto' (torch hub's cache, if a file is there), 'none', or an existing file."""
+    word = value.strip().lower()
+    return word in FID_KEYWORDS or paths.resolve_user_path(value.strip()).is_file()
+
+
 FLAG = Rule(bool, lambda v: isinstance(v, bool), "True or False")
 ANY_TEXT = text(lambda v: True, "a string")
 COUNT = at_least(int, 1)  # something to do at least once: epochs, images, resamples
@@ -152,6 +160,8 @@ RULES: dict[str, Rule] = {
     # 05 generation and reconstruction
     "n_show": COUNT,
     "sample_seed": at_least(int, 0),
+    # 05, 08, 09 sample quality (helpers.evaluate.quality)
+    "fid_weights": text(_fid_weights, "'', 'auto' (torch hub cache), 'none' or an existing file"),
     # 06 metrics
     "n_eval_polyps": COUNT,
     "n_eval_train": at_least(int, 0),
@@ -199,7 +209,7 @@ SCHEMAS: dict[str, tuple[str, ...]] = {
     "02_architecture": _COMMON,
     "03_train_mse": _TRAINING,
     "04_train_bce": _TRAINING,
-    "05_generation_reconstruction": (*_COMMON, "n_show", "sample_seed"),
+    "05_generation_reconstruction": (*_COMMON, "n_show", "sample_seed", "fid_weights"),
     "06_metrics": (
         *_COMMON, "n_eval_polyps", "n_eval_train", "allow_fewer", "n_boot", "batch_size",
     ),
@@ -210,12 +220,12 @@ SCHEMAS: dict[str, tuple[str, ...]] = {
     "08_ablations": (
         *_COMMON, "abl_epochs", "abl_batch_size", "abl_lr", "abl_max_train_images",
         "abl_checkpoint_every", "latent_dims", "betas", "polyp_train_share", "abl_n_samples",
-        "n_boot", "precision", "compile", "init",
+        "n_boot", "precision", "compile", "init", "fid_weights",
     ),
     "09_synthetic_data": (
         *_COMMON, "precision", "polyp_train_share", "per_healthy_class", "polyp_init",
         "gen_epochs", "gen_batch_size", "gen_lr", "temperature", "clf_epochs", "clf_lr",
-        "clf_batch_size", "weights", "clf_input_size", "n_boot", "interactive",
+        "clf_batch_size", "weights", "clf_input_size", "n_boot", "interactive", "fid_weights",
     ),
 }  # fmt: skip
 

@@ -1,4 +1,4 @@
-"""Section 6 (notebook 05): the images shown, prior samples, reconstruction grids, plateau check.
+"""Section 6 (notebook 05): images shown, prior samples, reconstruction grids, plateau, quality.
 
 The prose around them is in helpers.narrative.reconstruction; `results` gathers the numbers the
 notebook reports for `results/05.json`.
@@ -14,6 +14,7 @@ import torch
 
 from helpers.core.plots import show_grid
 from helpers.data.processed import load_split, to_tensor
+from helpers.evaluate import quality
 from helpers.evaluate.metrics import plateau_check, recon_stats, sample_stats
 from helpers.model.endovae import EndoVAE
 from helpers.train.infer import decode_samples, reconstruct
@@ -75,6 +76,41 @@ def plateau_table(
     return pd.DataFrame(checks).T
 
 
+def sample_quality(
+    models: dict[str, EndoVAE],
+    processed: str | os.PathLike,
+    fid_weights: str = "",
+    sample_seed: int = 0,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> pd.DataFrame:
+    """Table S11: prior samples of each model against the held-out healthy frames.
+
+    The feature extractor (helpers.evaluate.quality) learns from the healthy training frames and
+    their Kvasir classes; the real frames are split into halves by source frame (the floor), and
+    each model decodes as many samples as the reference half holds (the same z as Figures 5 and
+    6, then more).
+    """
+    train, train_rows = load_split(processed, "normal", "train")
+    real, rows = load_split(processed, "normal", "test")
+    split = "held-out"
+    if len(real) == 0:
+        real, rows, split = train, train_rows, "training"
+    extractor = quality.extractor_for(
+        train, train_rows["source_class"].tolist(), fid_weights, seed, device
+    )
+    n = quality.frames_needed(len(real))
+    samples = {f"{label} model": decode_samples(m, n, seed=sample_seed)
+               for label, m in models.items()}  # fmt: skip
+    table = quality.quality_table(
+        extractor, to_tensor(real), samples, seed=seed, groups=rows["source_id"].tolist()
+    )
+    table.attrs.update(
+        real=f"{len(real)} {split} healthy frames", sources=rows["source_id"].nunique()
+    )
+    return table
+
+
 def reconstruction_grid(
     models: dict[str, EndoVAE],
     images: np.ndarray,
@@ -108,9 +144,11 @@ def results(
     real: torch.Tensor,
     shown: dict[str, tuple[torch.Tensor, dict[str, torch.Tensor]]],
     healthy_split: str,
+    sample_quality: pd.DataFrame | None = None,
 ) -> dict:
-    """The numbers notebook 05 reports: plateau check, sample statistics, reconstruction errors."""
-    return {
+    """The numbers notebook 05 reports: plateau check, sample statistics, reconstructions, quality."""
+    found = {} if sample_quality is None else {"quality": quality_values(sample_quality)}
+    return found | {
         "plateau": plateau_values(checks),
         "samples": {result_key(k): v for k, v in sample_stats(samples, real).items()},
         "reconstructions": {
@@ -123,3 +161,8 @@ def results(
         "healthy_split": healthy_split,
         "n_healthy": len(real),
     }
+
+
+def quality_values(table: pd.DataFrame) -> dict:
+    """Table S11 as results/05.json holds it (helpers.evaluate.quality.quality_results)."""
+    return {**quality.quality_results(table), "real": table.attrs.get("real", "")}

@@ -18,9 +18,12 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
+import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
@@ -30,7 +33,8 @@ from torch_fidelity.metric_prc import calculate_precision_recall_full
 from torchmetrics.image.fid import FrechetInceptionDistance, NoTrainInceptionV3
 from torchmetrics.image.kid import KernelInceptionDistance
 
-from helpers.core.paths import display_path
+from helpers.core.paths import display_path, resolve_user_path
+from helpers.data.processed import to_tensor
 
 INCEPTION_FILES = (
     "weights-inception-2015-12-05-6726825d.pth",  # torch-fidelity / torchmetrics' download name
@@ -44,7 +48,11 @@ RUN_FEATURES_NOTE = (
 )
 ROWS = ("real vs real (floor)", "blurred real", "mean image")
 COLUMNS = ("FD", "KID mean", "KID s.e.", "precision", "recall", "n")
+RESULT_KEYS = {"FD": "fd", "KID mean": "kid_mean", "KID s.e.": "kid_se", "precision": "precision",
+               "recall": "recall", "n": "n"}  # fmt: skip
 RUN_FEATURES = 64  # width of the run-feature CNN's penultimate layer
+CPU_THREADS = 1  # torch threads of the quality work on the CPU (see cpu_threads)
+MAX_FEATURE_TRAIN = 2048  # training frames the run-feature CNN draws from (memory, not time)
 
 
 class FeatureExtractor(NamedTuple):
@@ -105,6 +113,22 @@ class RunFeatureNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """N x num_features features of images in [0, 1]."""
         return self.body(x * 2 - 1)
+
+
+@contextmanager
+def cpu_threads(n: int = CPU_THREADS) -> Iterator[None]:
+    """A block run with at most n torch CPU threads, restored after it.
+
+    The quality work is small tensors (batches of 16, 64-d features): a second thread gains
+    little on an idle CPU and, measured on a 2-core CPU shared with training jobs, made it six
+    times slower (62 s against 11 s for notebook 05's table), its threads waiting on busy cores.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, min(n, before)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def check_images(images: torch.Tensor, name: str, min_count: int = 2) -> torch.Tensor:
@@ -224,7 +248,7 @@ def inception_weights(fid_weights: str | os.PathLike = "") -> Path | None:
     if text.lower() in ("", "auto"):
         found = [p for p in cached_inception_paths() if p.is_file()]
         return found[0] if found else None
-    path = Path(text).expanduser()
+    path = resolve_user_path(text)
     if not path.is_file():
         raise FileNotFoundError(
             f"fid_weights={text!r}: file not found (the FID Inception weights, e.g. "
@@ -276,13 +300,14 @@ def _check_labels(labels: torch.Tensor, count: int) -> torch.Tensor:
 
 def train_run_features(
     images: torch.Tensor, labels: torch.Tensor | None = None, steps: int = 60,
-    batch_size: int = 32, seed: int = 0,
+    batch_size: int = 16, seed: int = 0,
 ) -> RunFeatureNet:  # fmt: skip
     """RunFeatureNet trained (Adam) on two heads: the class and whether the frame was turned.
 
     The class is `labels` (e.g. healthy vs polyp) or, without labels, k-means pseudo-classes of
     the colour layout; the 'turned 90 degrees' head (a rotation pretext, Gidaris et al., 2018)
-    makes the features see texture and sharpness, which colour classes alone miss.
+    makes the features see texture and sharpness, which colour classes alone miss. Batches of
+    16 in channels_last: on a 2-core CPU that is about 3x faster per image seen than 32.
     """
     images = check_images(images, "real_train_images", min_count=4)
     if labels is None:
@@ -293,21 +318,30 @@ def train_run_features(
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        net = RunFeatureNet()
+        net = RunFeatureNet().to(memory_format=torch.channels_last)
         heads = nn.Linear(net.num_features, int(labels.max()) + 1 + 2)
-    split = int(labels.max()) + 1
     opt = torch.optim.Adam([*net.parameters(), *heads.parameters()], lr=3e-3)
     net.train()
+    with cpu_threads():
+        _train_steps(net, heads, opt, images, labels, steps, batch_size, gen)
+    return net.eval().requires_grad_(False)
+
+
+def _train_steps(
+    net: RunFeatureNet, heads: nn.Linear, opt: torch.optim.Optimizer, images: torch.Tensor,
+    labels: torch.Tensor, steps: int, batch_size: int, gen: torch.Generator,
+) -> None:  # fmt: skip
+    """The Adam steps of `train_run_features`: class head and 'turned' head, summed losses."""
+    split = heads.out_features - 2
     for _ in range(steps):
         idx = torch.randint(0, len(images), (min(batch_size, len(images)),), generator=gen)
         x, y_class, y_turned = _batch(images, labels, idx, gen)
-        logits = heads(net(x))
+        logits = heads(net(x.contiguous(memory_format=torch.channels_last)))
         loss = F.cross_entropy(logits[:, :split], y_class)
         loss = loss + F.cross_entropy(logits[:, split:], y_turned)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    return net.eval().requires_grad_(False)
 
 
 def feature_extractor(
@@ -333,6 +367,31 @@ def feature_extractor(
     return FeatureExtractor(net, "FD (run features)", looked + RUN_FEATURES_NOTE)
 
 
+def extractor_for(
+    train_images: np.ndarray, classes: Sequence[str], fid_weights: str | os.PathLike = "",
+    seed: int = 0, device: str | torch.device = "cpu", max_images: int = MAX_FEATURE_TRAIN,
+) -> FeatureExtractor:  # fmt: skip
+    """One notebook's extractor from its uint8 training frames and their class names, on `device`.
+
+    Run features learn the classes (e.g. manifest `source_class`) and the rotation pretext on at
+    most `max_images` seeded frames; the FID Inception ignores both.
+    """
+    if len(train_images) != len(classes):
+        raise ValueError(f"classes: expected {len(train_images)} names, got {len(classes)}")
+    pick = np.arange(len(train_images))
+    if len(pick) > max_images:
+        pick = np.sort(np.random.default_rng(seed).choice(len(pick), max_images, replace=False))
+    labels = class_labels([classes[i] for i in pick])
+    extractor = feature_extractor(to_tensor(train_images[pick]), fid_weights, seed, labels)
+    extractor.module.to(device)
+    return extractor
+
+
+def frames_needed(n_real: int, k: int = 3) -> int:
+    """Frames a candidate needs in `quality_table` for `n_real` real frames: the reference half."""
+    return max(n_real // 2, k + 1)
+
+
 def _subset(images: torch.Tensor, n: int, seed: int) -> torch.Tensor:
     """`n` of `images` drawn without replacement (seeded); all of them when n >= len."""
     if n >= len(images):
@@ -340,14 +399,43 @@ def _subset(images: torch.Tensor, n: int, seed: int) -> torch.Tensor:
     return images[torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:n]]
 
 
+def _halves(count: int, groups: Sequence | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two disjoint seeded halves of range(count), of equal size; whole groups when given.
+
+    With `groups` (e.g. source frame ids, so the flips of one frame stay together) the groups
+    are split in two and the larger half is trimmed to the smaller one's size.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    if groups is None:
+        perm, m = torch.randperm(count, generator=gen), count // 2
+        return perm[:m], perm[m : 2 * m]
+    codes = torch.as_tensor(pd.factorize(pd.Series(list(groups)))[0])
+    if len(codes) != count:
+        raise ValueError(f"groups: expected {count} ids (one per real image), got {len(codes)}")
+    order = torch.randperm(int(codes.max()) + 1, generator=gen)
+    if len(order) < 2:
+        raise ValueError("groups: need at least two distinct ids to split the real images")
+    first = torch.isin(codes, order[: len(order) // 2])
+    half_a, half_b = torch.nonzero(first).flatten(), torch.nonzero(~first).flatten()
+    m = min(len(half_a), len(half_b))
+    return half_a[torch.randperm(len(half_a), generator=gen)[:m]], half_b[
+        torch.randperm(len(half_b), generator=gen)[:m]
+    ]
+
+
 def reference_sets(
-    real: torch.Tensor, blur_sigma: float = 1.5, seed: int = 0
+    real: torch.Tensor, blur_sigma: float = 1.5, seed: int = 0, groups: Sequence | None = None
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The reference real half, and the scale rows: other real half, it blurred, its mean image."""
+    """The reference real half, and the scale rows: other real half, it blurred, its mean image.
+
+    `groups`: one id per real image (its source frame); images of one id stay in one half, so
+    flips of a frame never sit on both sides of the floor.
+    """
     real = check_images(real, "real", min_count=4)
-    perm = torch.randperm(len(real), generator=torch.Generator().manual_seed(seed))
-    m = len(real) // 2
-    half_a, half_b = real[perm[:m]], real[perm[m : 2 * m]]
+    idx_a, idx_b = _halves(len(real), groups, seed)
+    if len(idx_a) < 2:
+        raise ValueError(f"real: {len(real)} images give halves of {len(idx_a)}; need 2 or more")
+    half_a, half_b = real[idx_a], real[idx_b]
     mean = half_a.mean(dim=0, keepdim=True).expand_as(half_a).contiguous()
     return half_b, dict(zip(ROWS, (half_a, gaussian_blur(half_a, blur_sigma), mean), strict=True))
 
@@ -356,26 +444,58 @@ def quality_table(
     extractor: FeatureExtractor | nn.Module, real: torch.Tensor,
     candidates: dict[str, torch.Tensor], k: int = 3, kid_subsets: int = 100,
     kid_subset_size: int = 0, blur_sigma: float = 1.5, seed: int = 0,
+    groups: Sequence | None = None,
 ) -> pd.DataFrame:  # fmt: skip
     """FD, KID, precision/recall of each set against half of `real`, beside the scale rows.
 
     Rows: the floor (the other real half), "blurred real", "mean image", then each candidate
     (a seeded subset of at most len(real) // 2 frames). attrs hold the labels and the note.
+    `groups` (one source id per real image) keeps a frame's flips in one half.
     """
     module = extractor.module if isinstance(extractor, FeatureExtractor) else extractor
-    reference, sets = reference_sets(real, blur_sigma, seed)
+    reference, sets = reference_sets(real, blur_sigma, seed, groups)
     for name, images in candidates.items():
         if name in sets:
             raise ValueError(f"candidates: name {name!r} is taken by a scale row")
         images = check_images(images, f"candidates[{name!r}]", min_count=k + 1)
         sets[name] = _subset(images, len(reference), seed)
-    f_ref = extract(module, reference)
-    rows = {name: scores(f_ref, extract(module, images), k, kid_subsets, kid_subset_size, seed)
-            for name, images in sets.items()}  # fmt: skip
+    big = isinstance(module, InceptionFeatures)  # large convolutions: every thread helps
+    with cpu_threads(torch.get_num_threads() if big else CPU_THREADS):
+        f_ref = extract(module, reference)
+        rows = {name: scores(f_ref, extract(module, images), k, kid_subsets, kid_subset_size,
+                             seed) for name, images in sets.items()}  # fmt: skip
     table = pd.DataFrame.from_dict(rows, orient="index", columns=list(COLUMNS))
     table.index.name = "set"
+    table.attrs.update(k=k, blur_sigma=blur_sigma)
     if isinstance(extractor, FeatureExtractor):
         table.attrs.update(
             label=extractor.label, kid_label=extractor.kid_label, note=extractor.note
         )
     return table
+
+
+def class_labels(classes: Sequence[str]) -> torch.Tensor | None:
+    """Class indices of `classes` (e.g. manifest `source_class`); None when fewer than two."""
+    codes, names = pd.factorize(pd.Series(list(classes), dtype=str), sort=True)
+    return torch.as_tensor(codes).long() if len(names) >= 2 else None
+
+
+def quality_results(table: pd.DataFrame) -> dict[str, Any]:
+    """A quality table as results/NN.json holds it: labels, note and each row's numbers."""
+    rows = {
+        name: {RESULT_KEYS[c]: (int(r[c]) if c == "n" else float(r[c])) for c in COLUMNS}
+        for name, r in table.iterrows()
+    }
+    attrs = {k: table.attrs.get(k, "") for k in ("label", "kid_label", "note")}
+    return {**attrs, "scale_rows": list(ROWS), "rows": rows}
+
+
+def format_quality(table: pd.DataFrame) -> pd.DataFrame:
+    """The table as the report shows it: FD and KID (with its s.e.) under their labels, rounded."""
+    label, kid = table.attrs.get("label") or "FD", table.attrs.get("kid_label") or "KID"
+    out = pd.DataFrame(index=table.index)
+    out[label] = table["FD"].round(2)
+    out[kid], out["KID s.e."] = table["KID mean"].round(4), table["KID s.e."].round(4)
+    out["precision"], out["recall"] = table["precision"].round(3), table["recall"].round(3)
+    out["n"] = table["n"].astype(int)
+    return out

@@ -14,6 +14,8 @@ import pandas as pd
 
 from helpers.core.reference import ORIGINAL_EPOCHS, ORIGINAL_TRAIN_IMAGES, PAPER_BUDGET
 from helpers.evaluate.metrics import COLLAPSED_KL_PER_IMAGE, PLATEAU_KL_PER_IMAGE
+from helpers.evaluate.quality import ROWS as QUALITY_SCALE_ROWS
+from helpers.narrative.reconstruction import quality_text as quality_text_of
 from helpers.study.ablations import (
     ANOMALY_SCORES,
     BASELINE,
@@ -357,6 +359,7 @@ def summary_text(
     gap_tab: pd.DataFrame,
     batch_size: int,
     collapse: str = "",
+    quality: pd.DataFrame | None = None,
 ) -> str:
     """The closing paragraph of Section 10, built from this run's tables (+ a collapse note)."""
     masked_ref = MASKED_SCORING
@@ -390,6 +393,8 @@ def summary_text(
         f"- Training vs held-out healthy images (baseline): PSNR gap {gap['mean']:+.2f} dB "
         f"[{gap['ci_low']:+.2f}, {gap['ci_high']:+.2f}].",
     ]
+    if quality is not None:
+        lines.append(f"- Sample quality: {quality_bullet(quality)}.")
     closing = budget_text(arms_tab, batch_size) + (" " + collapse if collapse else "")
     return "In this run:\n\n" + "\n".join(lines) + "\n\n" + closing
 
@@ -398,7 +403,33 @@ def closing_text(
     tables: Mapping[str, pd.DataFrame], kld_means: Mapping[str, float], labels: Mapping[str, str],
     batch_size: int,
 ) -> str:  # fmt: skip
-    """Section 10.8 from the run's tables by name (arms, latent, beta, ...) and the arms' KLD."""
+    """Section 10.9 from the run's tables by name (arms, latent, beta, ...) and the arms' KLD."""
     names = ("arms", "latent", "beta", "artifacts", "green_box", "polyps", "anomaly", "split")
     collapse = collapse_text(kld_means, labels)
-    return summary_text(*(tables[n] for n in names), batch_size, collapse=collapse)
+    return summary_text(
+        *(tables[n] for n in names), batch_size, collapse=collapse, quality=tables.get("quality")
+    )
+
+
+def quality_text(table: pd.DataFrame, masked: Sequence[str] = ()) -> str:
+    """Section 10.8: Table S12's scale, each arm's place on it, and what the label means."""
+    text = quality_text_of(table, what="samples", real=table.attrs.get("real", ""))
+    if masked:
+        text += (
+            f" The {_and_join(list(masked))} arm draws its masked regions black, as it was "
+            "trained, and is compared with unmasked real images, so those regions count against "
+            "it."
+        )
+    return text
+
+
+def quality_bullet(table: pd.DataFrame) -> str:
+    """One line: the arm with the lowest Fréchet distance, against the floor and the mean image."""
+    label = table.attrs.get("label") or "FD"
+    arms = table.drop(index=list(QUALITY_SCALE_ROWS))
+    best = arms["FD"].idxmin()
+    floor, _, mean = (float(table.loc[name, "FD"]) for name in QUALITY_SCALE_ROWS)
+    return (
+        f"the lowest {label} of the arms' samples is {arms.loc[best, 'FD']:.2f} ({best}; floor "
+        f"{floor:.2f}, mean image {mean:.2f}; Table S12)"
+    )

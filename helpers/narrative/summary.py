@@ -91,6 +91,7 @@ def summary_text(
             "endoscopy images. Run the paper profile on Kvasir for comparable numbers."
         )
     parts += ["", *metrics_paragraph(results.get("06", {}).get("models", {}), unread.get("06"))]
+    parts += ["", quality_sentence(results.get("05", {}).get("quality"), unread.get("05"))]
     found = {n: results.get(n, {}) for n in ("07", "08", "09")}
     paragraphs = {
         "07": ("the classifier's numbers", classifier_paragraph(found["07"])),
@@ -133,6 +134,37 @@ def metrics_paragraph(
     if {"mse", "bce"} <= set(models):
         lines += ["", comparison_sentence(models)]
     return lines
+
+
+def quality_sentence(quality: dict[str, Any] | None, unread: str | None = None) -> str:
+    """Sample quality of the prior samples (notebook 05's Table S11), or why it is not quoted."""
+    if unread:
+        return f"{unread}, so this summary quotes no sample-quality numbers."
+    rows = (quality or {}).get("rows") or {}
+    scale = list((quality or {}).get("scale_rows") or ())
+    if len(scale) != 3 or not set(scale) <= set(rows) or set(rows) == set(scale):
+        return (
+            "Sample quality (Fréchet distance, KID and precision/recall of the generated frames) "
+            "was not measured in this run: results/05.json holds no quality table."
+        )
+    label = quality.get("label") or "FD"
+    models = "; ".join(
+        f"{name} {r['fd']:.2f} (precision {r['precision']:.2f}, recall {r['recall']:.2f})"
+        for name, r in rows.items()
+        if name not in scale
+    )
+    floor, blurred, mean = (rows[name]["fd"] for name in scale)
+    real = quality.get("real") or "held-out healthy frames"
+    kind = (
+        "the standard FID Inception features, at far fewer samples than papers use"
+        if label == "FID"
+        else "features of a small CNN trained in this run, so not comparable with published FID"
+    )
+    return (
+        f"Sample quality of the prior samples against the {real} (Table S11, "
+        f"{label}, lower is better): {models}; the floor (two halves of the real frames) is "
+        f"{floor:.2f}, blurred real frames {blurred:.2f} and the mean image {mean:.2f}; {kind}."
+    )
 
 
 def comparison_sentence(models: dict[str, dict[str, dict[str, float]]]) -> str:

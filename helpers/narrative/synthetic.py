@@ -9,6 +9,8 @@ import pandas as pd
 
 from helpers.core.reference import PAPER_SYNTHETIC_AUC
 from helpers.evaluate.metrics import COLLAPSED_KL_PER_IMAGE
+from helpers.evaluate.quality import ROWS as QUALITY_SCALE_ROWS
+from helpers.narrative.reconstruction import quality_label_text, quality_place
 
 
 def _overlap(a: pd.Series, b: pd.Series) -> bool:
@@ -76,3 +78,28 @@ def models_text(facts: list[dict], n_per_class: int) -> str:
             "the synthetic-only classifier below learns little; longer training fixes this."
         )
     return text
+
+
+def quality_text(table: pd.DataFrame) -> str:
+    """Table S13 per model: its synthetic frames' FD/KID/P-R against its own class's scale."""
+    label = table.attrs.get("label") or "FD"
+    parts = []
+    for name in table.index.unique("model"):
+        part = table.xs(name, level="model")
+        scale = {row: float(part.loc[row, "FD"]) for row in QUALITY_SCALE_ROWS}
+        r = part.drop(index=list(QUALITY_SCALE_ROWS)).iloc[0]
+        floor, blurred, mean = scale.values()
+        parts.append(
+            f"the {name} model's {int(r['n'])} synthetic frames reach {r['FD']:.2f} (KID "
+            f"{r['KID mean']:.3f} ± {r['KID s.e.']:.3f}, precision {r['precision']:.2f}, recall "
+            f"{r['recall']:.2f}) against a floor of {floor:.2f}, {blurred:.2f} for the blurred "
+            f"real frames and {mean:.2f} for their mean image: {quality_place(r['FD'], scale)}"
+        )
+    return (
+        f"**Sample quality.** Each class model's synthetic frames are compared with the held-out "
+        f"real frames of its class ({table.attrs.get('real', '')}), half of them, beside that "
+        f"class's own scale rows. In {label}, "
+        + "; ".join(parts)
+        + ". "
+        + quality_label_text(label, int(table["n"].min()))
+    )

@@ -16,12 +16,14 @@ import torch
 from helpers.config.params import check_all, parse_list
 from helpers.core.atomic import atomic_write_csv
 from helpers.core.paths import RunPaths
+from helpers.data.processed import load_split, to_tensor
+from helpers.evaluate import quality
 from helpers.study import ablations as ab
 from helpers.train.infer import decode_samples
 
 CHECKED = (
     "abl_epochs", "abl_batch_size", "abl_lr", "abl_max_train_images", "abl_checkpoint_every",
-    "polyp_train_share", "abl_n_samples", "n_boot", "init",
+    "polyp_train_share", "abl_n_samples", "n_boot", "init", "fid_weights",
 )  # fmt: skip
 SHORT_SETS = {ab.HEALTHY_TEST: "healthy", ab.POLYPS_EVAL: "polyps"}
 
@@ -44,6 +46,7 @@ class AblationSettings:
     precision: str = "auto"
     compile: bool = False
     init: str = "pytorch"
+    fid_weights: str = ""  # FID Inception weights: "" / "auto" (cache), "none", or a file
 
     def __post_init__(self) -> None:
         """Apply the rules of helpers.config.params; errors name the bad parameter."""
@@ -181,6 +184,37 @@ class AblationRun:
         s = self.settings
         return self._write("split", ab.split_gap_table(self.per_image, s.n_boot, s.seed))
 
+    def quality_table(self) -> pd.DataFrame:
+        """Table S12: each arm's prior samples against the held-out healthy images (FD, KID, P/R).
+
+        The samples of `evaluate` when they are enough for the reference half, else as many from
+        the same seeded z and on; features learnt from all healthy training images, as notebook
+        05's Table S11.
+        """
+        s, test = self.settings, self.data.healthy_test
+        train, rows = load_split(self.paths.processed, "normal", "train")
+        extractor = quality.extractor_for(
+            train, rows["source_class"].tolist(), s.fid_weights, s.seed, self.device
+        )
+        n, samples = quality.frames_needed(len(test)), {}
+        for arm in self.arms:
+            have = self.samples[arm.name]
+            samples[arm.label] = have if len(have) >= n else decode_samples(
+                self.trained[arm.name].model, n, seed=s.seed
+            )  # fmt: skip
+        table = quality.quality_table(
+            extractor, to_tensor(test), samples, seed=s.seed,
+            groups=self.data.healthy_test_rows["source_id"].tolist(),
+        )  # fmt: skip
+        table.attrs["real"] = f"{len(test)} held-out healthy images"
+        self.tables["quality"] = table
+        atomic_write_csv(self.paths.tables / "ablation_quality.csv", table, index=True)
+        return table
+
+    def masked_labels(self) -> list[str]:
+        """Labels of the arms trained on masked images (their black regions count in Table S12)."""
+        return [arm.label for arm in self.arms if arm.mask]
+
     def kld_means(self) -> dict[str, float]:
         """Per arm: mean KL divergence on the held-out healthy images."""
         return ab.mean_kld(self.per_image)
@@ -200,6 +234,7 @@ class AblationRun:
             },
             "anomaly_auc": anomaly_results(self.tables.get("anomaly")),
             "split_gap": gap_results(self.tables.get("split")),
+            "quality": quality_results(self.tables.get("quality")),
         }
 
     def saved_text(self, seconds: float) -> str:
@@ -240,3 +275,10 @@ def gap_results(table: pd.DataFrame | None) -> dict[str, dict[str, float]]:
         else:
             metric.update(gap=r["mean"], gap_ci_low=r["ci_low"], gap_ci_high=r["ci_high"])
     return out
+
+
+def quality_results(table: pd.DataFrame | None) -> dict[str, Any]:
+    """Table S12 as results/08.json holds it ({} when it was not made)."""
+    if table is None:
+        return {}
+    return {**quality.quality_results(table), "real": table.attrs.get("real", "")}

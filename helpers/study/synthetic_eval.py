@@ -40,7 +40,7 @@ from helpers.data.processed import (
     polyp_pool_split,
     to_tensor,
 )
-from helpers.evaluate import classifier
+from helpers.evaluate import classifier, quality
 from helpers.model.endovae import EndoVAE
 from helpers.study.generate import (
     decode_uint8,
@@ -240,6 +240,57 @@ def generate_sets(
                         class_name=cls, device=device, replace=True, progress=progress)  # fmt: skip
         images, manifest = load_generated(folder)
         out[cls] = images[manifest["index"].to_numpy() < n]
+    return out
+
+
+# --- sample quality --------------------------------------------------------------------------------
+
+
+def quality_real(splits: Splits, name: str) -> tuple[np.ndarray, pd.DataFrame]:
+    """Held-out real frames of a generative model's class, in their 4 flips (as it trained)."""
+    if name == "polyps":
+        images, rows = splits.polyp_test, splits.polyp_test_rows
+    else:
+        images, rows = splits.healthy_test, splits.healthy_test_rows
+        if name != "healthy":  # one model per healthy class
+            keep = (rows["source_class"] == name).to_numpy()
+            images, rows = images[keep], rows[keep].reset_index(drop=True)
+    return flipped_variants(images, rows)
+
+
+def sample_quality(
+    splits: Splits, synthetic: Mapping[str, np.ndarray], fid_weights: str = "", seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> pd.DataFrame:  # fmt: skip
+    """Table S13: each model's synthetic frames against its class's held-out real frames.
+
+    One extractor (helpers.evaluate.quality) learns from every training frame of both classes
+    and their Kvasir classes; rows are (model, set), each model with its own scale rows.
+    """
+    train = np.concatenate([splits.healthy_train, splits.polyp_train])
+    classes = [*splits.healthy_train_rows["source_class"], *splits.polyp_train_rows["source_class"]]
+    extractor = quality.extractor_for(train, classes, fid_weights, seed, device)
+    tables, real_words = {}, []
+    for name, frames in synthetic.items():
+        real, rows = quality_real(splits, name)
+        tables[name] = quality.quality_table(
+            extractor, to_tensor(real), {f"{name} model": to_tensor(frames)}, seed=seed,
+            groups=rows["source_id"].tolist(),
+        )  # fmt: skip
+        real_words.append(f"{len(real)} {name}")
+    table = pd.concat(tables, names=["model", "set"])
+    table.attrs = {**tables[next(iter(tables))].attrs,
+                   "real": f"held-out real frames in 4 flips: {', '.join(real_words)}"}  # fmt: skip
+    return table
+
+
+def quality_results(table: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """Table S13 for results/09.json: per model, helpers.evaluate.quality.quality_results."""
+    out = {}
+    for name in table.index.unique("model"):
+        part = table.xs(name, level="model")
+        part.attrs = dict(table.attrs)
+        out[name] = quality.quality_results(part)
     return out
 
 
