@@ -133,8 +133,11 @@ def test_he_init_keeps_the_shapes_and_narrows_the_posterior():
     assert torch.all(conv.bias == 0)
     fan_in = conv.weight[0].numel()
     assert float(conv.weight.detach().std()) == pytest.approx((2 / fan_in) ** 0.5, rel=0.25)
-    output_weight = he.decoder.net[-1].weight.detach()
-    assert float(output_weight.abs().max()) < 0.01  # outputs start near sigmoid(0)
+    out = he.decoder.net[-1]  # unit gain: the loss's gradient reaches z from the first step
+    assert float(out.weight.detach().std()) == pytest.approx(
+        out.weight[0].numel() ** -0.5, rel=0.25
+    )
+    assert torch.all(out.bias == 0)
     with torch.no_grad():
         _, _, logvar = he(torch.rand(4, 3, 96, 96))
     assert float(logvar.mean()) < -4  # sigma about 0.05: z carries the code from the first step

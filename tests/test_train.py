@@ -220,7 +220,8 @@ KILL_SCRIPT = textwrap.dedent(
                         hidden_dim=16, dec_channels=(8, 8, 8, 8, 4, 4))
     rng = np.random.default_rng(0)
     images = np.kron(rng.uniform(0, 255, (32, 4, 4, 3)), np.ones((1, 4, 4, 1))).astype(np.uint8)
-    config = train.TrainConfig(epochs=4, batch_size=8, checkpoint_every=1, precision="fp32")
+    config = train.TrainConfig(epochs=4, batch_size=8, checkpoint_every=1, precision="fp32",
+                               lr_cooldown=0.5)  # the resumed epochs fall in the cooldown
 
     class KilledMidEpoch3(EndoVAE):
         def forward(self, x):
@@ -322,3 +323,32 @@ def test_infer_reconstruct_matches_the_model_and_kld_per_image_sums_to_the_loss(
     assert per_image.shape == (5,) and (per_image >= 0).all()
     assert torch.allclose(per_image.sum(), kld(mu, logvar), rtol=1e-5)
     assert infer.model_device(model) == torch.device("cpu")
+
+
+def test_cooldown_lr_is_constant_then_falls_linearly_to_zero():
+    """lr_cooldown 0.25 of 100 steps: the paper's lr for steps 0-75, then lr * (100 - step) / 25."""
+    lrs = [train.cooldown_lr(1e-3, 0.25, step, 100) for step in range(100)]
+    assert lrs[:76] == [1e-3] * 76
+    assert lrs[80] == pytest.approx(1e-3 * 20 / 25) and lrs[99] == pytest.approx(1e-3 / 25)
+    assert all(a > b for a, b in zip(lrs[75:], lrs[76:], strict=False))
+    assert {train.cooldown_lr(1e-3, 0.0, step, 100) for step in range(100)} == {1e-3}
+
+
+def test_fit_follows_the_cooldown_and_checkpoints_without_it_resume_as_constant(tmp_path):
+    """The optimiser's last step ran at the schedule's last lr; a cooldown is a setting, and a
+    checkpoint written before the setting existed resumes as lr_cooldown 0 (constant)."""
+    images = smooth_images(32, 16)
+    kwargs = dict(model_config=TINY, device="cpu", progress=False)
+    cooled = fit(images, TrainConfig(epochs=2, batch_size=8, lr_cooldown=0.5), **kwargs)
+    plain = fit(images, TrainConfig(epochs=2, batch_size=8), **kwargs)
+    assert not torch.equal(cooled.model.decoder.net[-1].weight, plain.model.decoder.net[-1].weight)
+    path = tmp_path / "old.pt"
+    fit(images, TrainConfig(epochs=1, batch_size=8), checkpoint_path=path, **kwargs)
+    state = torch.load(path, weights_only=False)
+    del state["train_config"]["lr_cooldown"]
+    torch.save(state, path)
+    again = fit(images, TrainConfig(epochs=2, batch_size=8), checkpoint_path=path, **kwargs)
+    assert again.resumed_from_epoch == 1
+    with pytest.raises(ValueError, match="lr_cooldown: 0.0 -> 0.5"):
+        fit(images, TrainConfig(epochs=3, batch_size=8, lr_cooldown=0.5), checkpoint_path=path,
+            **kwargs)  # fmt: skip

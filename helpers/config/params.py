@@ -152,6 +152,7 @@ RULES: dict[str, Rule] = {
     "epochs": COUNT,
     "batch_size": COUNT,
     "lr": above(0.0),
+    "lr_cooldown": between(0.0, 1.0),
     "beta": at_least(float, 0.0),
     "checkpoint_every": at_least(int, 0),
     "resume": FLAG,
@@ -198,8 +199,8 @@ RULES: dict[str, Rule] = {
 
 _COMMON = ("run_dir", "seed", "device")
 _TRAINING = (
-    "run_dir", "loss", "epochs", "batch_size", "lr", "seed", "device", "checkpoint_every",
-    "resume", "compile", "precision", "max_train_images", "init",
+    "run_dir", "loss", "epochs", "batch_size", "lr", "lr_cooldown", "seed", "device",
+    "checkpoint_every", "resume", "compile", "precision", "max_train_images", "init",
 )  # fmt: skip
 SCHEMAS: dict[str, tuple[str, ...]] = {
     "01_preprocessing": (

@@ -160,19 +160,21 @@ HE_LOGVAR_BIAS = -6.0  # log sigma^2 of q(z|x) at the start: sigma 0.05, so z ca
 
 def init_weights(model: EndoVAE, scheme: str) -> EndoVAE:
     """Initialise in place: "pytorch" keeps PyTorch's defaults (the paper's code); "he" gives the
-    decoder's ReLU layers He-normal weights and zero biases (so z's signal survives its seven
-    layers), its output conv near-zero weights, and log sigma^2 a bias of HE_LOGVAR_BIAS (a narrow
-    posterior); the encoder keeps PyTorch's defaults (He there made mu overshoot)."""
+    decoder He-normal weights and zero biases (gain sqrt(2) for its ReLU layers, 1 for the output
+    conv, so z's signal and the loss's gradient survive its seven layers both ways) and log sigma^2
+    a bias of HE_LOGVAR_BIAS (a narrow posterior); the encoder keeps PyTorch's defaults (He there
+    made mu overshoot)."""
     if scheme not in INIT_SCHEMES:
         raise ValueError(f"init={scheme!r}: must be one of {', '.join(INIT_SCHEMES)}")
     if scheme == "pytorch":
         return model
+    out = model.decoder.net[-1]
     for layer in model.decoder.modules():
         if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
             mode = "fan_out" if isinstance(layer, nn.ConvTranspose2d) else "fan_in"
-            nn.init.kaiming_normal_(layer.weight, mode=mode, nonlinearity="relu")
+            gain = "linear" if layer is out else "relu"
+            nn.init.kaiming_normal_(layer.weight, mode=mode, nonlinearity=gain)
             nn.init.zeros_(layer.bias)
-    nn.init.normal_(model.decoder.net[-1].weight, std=1e-3)
     nn.init.constant_(model.encoder.logvar.bias, HE_LOGVAR_BIAS)
     return model
 

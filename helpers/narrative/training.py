@@ -38,12 +38,24 @@ def init_text(init: str) -> str:
     if init == "pytorch":
         return "The weights started from PyTorch's default initialisation, as in the paper's code."
     return (
-        "The weights started from He-normal initialisation of the decoder's ReLU layers, with "
-        f"the log-variance head's bias at {HE_LOGVAR_BIAS:g} (posterior standard deviation "
-        f"{math.exp(HE_LOGVAR_BIAS / 2):.2f}), instead of PyTorch's defaults used by the "
-        "paper's code. Loss and optimiser are the paper's; on the quick profile's short run this "
-        "takes the model off the posterior-collapse plateau in 4 epochs, where PyTorch's defaults "
-        "needed 8 (measured on the embedded data; see helpers/profiles/quick.yaml)."
+        "The weights started from He-normal initialisation of the decoder (unit gain for its "
+        f"output convolution), with the log-variance head's bias at {HE_LOGVAR_BIAS:g} (posterior "
+        f"standard deviation {math.exp(HE_LOGVAR_BIAS / 2):.2f}), instead of PyTorch's defaults "
+        "used by the paper's code: the image's code and the loss's gradient then pass through "
+        "the decoder from the first step, which shortens the posterior-collapse plateau of a "
+        "short run (helpers/profiles/quick.yaml gives the measurements)."
+    )
+
+
+def schedule_text(config: TrainConfig) -> str:
+    """The learning-rate schedule in one sentence ('' for the paper's constant rate)."""
+    if config.lr_cooldown <= 0:
+        return ""
+    return (
+        f"The learning rate stayed at the paper's {config.lr:g} for the first "
+        f"{1 - config.lr_cooldown:.0%} of the optimiser steps and then fell linearly to 0 (the "
+        "paper keeps it constant), so the model evaluated below is not the noisy last step of a "
+        "constant-rate run; the loss is the paper's throughout. "
     )
 
 
@@ -56,7 +68,7 @@ def how_trained(result: TrainResult, n_images: int, config: TrainConfig, device:
     return (
         f"{_how(done, result.resumed_from_epoch)}, on {n_images:,} healthy training images in "
         f"batches of {batch_size} ({steps} steps per epoch), on {device} with {result.precision}. "
-        f"{init_text(config.init)} "
+        f"{init_text(config.init)} {schedule_text(config)}"
         f"Its {n_epochs(done)} took {history['seconds'].sum():,.0f} s of training in all "
         f"({history['seconds'].median():.1f} s per epoch, {speed:,.0f} images per second, medians "
         f"over epochs). At that speed the original schedule, {ORIGINAL_EPOCHS:,} epochs of "

@@ -75,6 +75,7 @@ class TrainConfig:
     init: str = (
         "pytorch"  # weight init (helpers.model.endovae.INIT_SCHEMES); the paper's code: PyTorch's
     )
+    lr_cooldown: float = 0.0  # last share of the steps with lr falling linearly to 0; 0: constant
 
     def __post_init__(self) -> None:
         """Validate every field; errors name the parameter."""
@@ -174,7 +175,8 @@ def history_frame(rows: list[dict]) -> pd.DataFrame:
 def _config_mismatch(state: dict, tcfg: TrainConfig, mcfg: EndoVAEConfig) -> list[str]:
     """Differences (as 'name: saved -> requested') that forbid resuming from `state`."""
     diffs = []
-    saved_t = {"init": "pytorch", **state.get("train_config", {})}  # older checkpoints: no init key
+    older = {"init": "pytorch", "lr_cooldown": 0.0}  # defaults of keys older checkpoints lack
+    saved_t = {**older, **state.get("train_config", {})}
     wanted_t = tcfg.to_dict()
     for key in wanted_t:
         if key not in RESUMABLE_CHANGES and saved_t.get(key) != wanted_t[key]:
@@ -255,12 +257,24 @@ def _load_optimizer(optimizer: torch.optim.Adam, state: dict) -> None:
                 slot["step"] = slot["step"].to(where, torch.float32)
 
 
-def _run_epoch(step, data, optimizer, shuffle, batch_size: int, scaler, on_step) -> torch.Tensor:
-    """One pass over the data in a seeded random order; returns device sums (recon, kld, total)."""
+def cooldown_lr(lr: float, cooldown: float, step: int, total: int) -> float:
+    """Learning rate of optimiser step `step` (0-based) of `total`: `lr`, falling linearly to 0
+    over the last `cooldown` share of the steps (a warmup-stable-decay schedule without warmup)."""
+    tail = cooldown * total
+    left = total - step
+    return lr if tail <= 0 or left >= tail else lr * left / tail
+
+
+def _run_epoch(step, data, optimizer, shuffle, batch_size: int, scaler, on_step, lr_at=None):
+    """One pass over the data in a seeded random order; returns device sums (recon, kld, total).
+    `lr_at(i)`: the learning rate of the epoch's i-th step (None: leave it as it is)."""
     n = len(data)
     order = torch.randperm(n, generator=shuffle).to(data.device)
     sums = torch.zeros(3, device=data.device)
-    for start in range(0, n, batch_size):
+    for i, start in enumerate(range(0, n, batch_size)):
+        if lr_at is not None:
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(i)
         batch = data[order[start : start + batch_size]]
         target = batch.float().div_(255.0)
         total, rec, kl = step(target)
@@ -333,6 +347,7 @@ def _progress(desc: str, epoch: int, epochs: int, done: int, n: int, t0: float, 
 def _train_epochs(step, data, optimizer, shuffle, tcfg, history, start_epoch, save, bar, scaler):
     """Epochs start_epoch+1 .. tcfg.epochs: train, check, log, checkpoint (calls `save(epoch)`)."""
     scale, n, desc = tcfg.batch_size / len(data), len(data), bar.endovae_desc
+    per_epoch = math.ceil(n / tcfg.batch_size)
     for epoch in range(start_epoch + 1, tcfg.epochs + 1):
         t0 = time.perf_counter()
         last = history[-1] if history else None
@@ -341,7 +356,13 @@ def _train_epochs(step, data, optimizer, shuffle, tcfg, history, start_epoch, sa
             """Live status after each batch (for the runner; a no-op elsewhere)."""
             _progress(desc, epoch, tcfg.epochs, done, n, t0, last)
 
-        sums = _run_epoch(step, data, optimizer, shuffle, tcfg.batch_size, scaler, on_step)
+        def lr_at(i: int, first=(epoch - 1) * per_epoch) -> float:
+            """The schedule's learning rate of this epoch's i-th step."""
+            total = tcfg.epochs * per_epoch
+            return cooldown_lr(tcfg.lr, tcfg.lr_cooldown, first + i, total)
+
+        schedule = lr_at if tcfg.lr_cooldown > 0 else None
+        sums = _run_epoch(step, data, optimizer, shuffle, tcfg.batch_size, scaler, on_step, schedule)
         sums = sums.tolist()  # one sync per epoch
         seconds = time.perf_counter() - t0
         _check_finite(sums, epoch)

@@ -46,6 +46,13 @@ INIT_LABELS = {
 }
 
 
+def lr_label(config: TrainConfig) -> str:
+    """The learning rate and its schedule, as Table S7 gives it."""
+    if config.lr_cooldown <= 0:
+        return f"{config.lr:g}"
+    return f"{config.lr:g}, falling linearly to 0 over the last {config.lr_cooldown:.0%} of steps"
+
+
 def settings_table(config: TrainConfig, n_images: int, precision: str, device: str) -> pd.DataFrame:
     """Table S7: training settings of the original report and of this run."""
     frames = ORIGINAL_TRAIN_IMAGES // 4
@@ -55,7 +62,7 @@ def settings_table(config: TrainConfig, n_images: int, precision: str, device: s
         f"{ORIGINAL_LATENT_DIM}", "not stated", "not stated",
     ]  # fmt: skip
     this_run = [
-        "Adam", f"{config.lr:g}", f"{config.batch_size}", f"{config.epochs:,}", f"{n_images:,}",
+        "Adam", lr_label(config), f"{config.batch_size}", f"{config.epochs:,}", f"{n_images:,}",
         config.loss.upper(), f"{EndoVAEConfig().latent_dim}", INIT_LABELS[config.init],
         f"{precision} on {device}",
     ]  # fmt: skip
