@@ -362,7 +362,9 @@ def _train_epochs(step, data, optimizer, shuffle, tcfg, history, start_epoch, sa
             return cooldown_lr(tcfg.lr, tcfg.lr_cooldown, first + i, total)
 
         schedule = lr_at if tcfg.lr_cooldown > 0 else None
-        sums = _run_epoch(step, data, optimizer, shuffle, tcfg.batch_size, scaler, on_step, schedule)
+        sums = _run_epoch(
+            step, data, optimizer, shuffle, tcfg.batch_size, scaler, on_step, schedule
+        )
         sums = sums.tolist()  # one sync per epoch
         seconds = time.perf_counter() - t0
         _check_finite(sums, epoch)
