@@ -352,3 +352,20 @@ def test_fit_follows_the_cooldown_and_checkpoints_without_it_resume_as_constant(
     with pytest.raises(ValueError, match="lr_cooldown: 0.0 -> 0.5"):
         fit(images, TrainConfig(epochs=3, batch_size=8, lr_cooldown=0.5), checkpoint_path=path,
             **kwargs)  # fmt: skip
+
+
+def test_a_batch_size_above_the_images_times_one_batch_of_them(monkeypatch):
+    """Issue 19 kind 3: batch_size 100000 on 16 images trains in one batch of 16 and times the
+    precision at 16 (timing 100,000 images asked for 59 GB and died in notebook 03)."""
+    seen = []
+    real = train.training_precision
+
+    def spy(device, precision, batch, loss="mse"):
+        seen.append(batch)
+        return real(device, precision, batch, loss)
+
+    monkeypatch.setattr(train, "training_precision", spy)
+    images = smooth_images(16, 16)
+    result = fit(images, TrainConfig(epochs=1, batch_size=100000), model_config=TINY,
+                 device="cpu", progress=False)  # fmt: skip
+    assert seen == [16] and len(result.history) == 1

@@ -471,7 +471,8 @@ def fit(
         data_info["init_from"] = file_digest(init_from)
     state = _load_resume_state(ckpt, resume, tcfg, mcfg, data_info, cpu_data)
     # Bad images and a refused checkpoint fail above, before any speed is measured.
-    choice = training_precision(dev, tcfg.precision, tcfg.batch_size, tcfg.loss)
+    batch = min(tcfg.batch_size, len(cpu_data))  # a batch_size above the images is one batch
+    choice = training_precision(dev, tcfg.precision, batch, tcfg.loss)
     prec = choice.precision
 
     shuffle = seed_everything(tcfg.seed)  # also seeds the weights and the sampling noise
