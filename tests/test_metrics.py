@@ -13,6 +13,7 @@ from PIL import Image, ImageFilter
 
 from helpers.core import stats
 from helpers.evaluate import metrics
+from helpers.evaluate.qualitative import plateau_display
 from helpers.narrative import reconstruction as reconstruction_text
 
 
@@ -359,3 +360,19 @@ def test_a_model_that_follows_its_inputs_passes_the_plateau_check():
     assert check["images beating the mean (%)"] == 100.0
     assert check["PSNR gain (dB)"] >= metrics.PLATEAU_PSNR_GAIN_DB
     assert check["past the plateau"] == "yes"
+
+
+def test_table_s10_shows_one_column_per_model_and_its_text_names_every_criterion():
+    """The PDF's Table S10 is two columns of three-decimal numbers and the verdict; the paragraph
+    under it gives each value with its threshold, the share beating the mean image too."""
+    history, samples, x, recon, mean_image = _plateau_inputs(
+        lambda x: x + 0.02 * torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
+    )
+    check = metrics.plateau_check(history, 8, samples, x, recon, mean_image)
+    checks = pd.DataFrame({"MSE": check, "BCE": check}).T
+    shown = plateau_display(checks)
+    assert list(shown.columns) == ["MSE", "BCE"] and shown.loc["past the plateau", "BCE"] == "yes"
+    assert shown.loc["images beating the mean (%)", "MSE"] == "100.000"
+    text = reconstruction_text.plateau_text(checks)
+    assert "beats the mean image on 100 % of them one by one (at least 90 %)" in text
+    assert f"(at least {metrics.PLATEAU_PSNR_GAIN_DB:g} dB above it)" in text

@@ -76,6 +76,15 @@ def plateau_table(
     return pd.DataFrame(checks).T
 
 
+def plateau_display(checks: pd.DataFrame) -> pd.DataFrame:
+    """Table S10 as shown: one column per model, numbers to three decimals (the verdict as is)."""
+    shown = checks.T.astype(object)
+    for name in shown.index:
+        if name != "past the plateau":
+            shown.loc[name] = [f"{float(v):.3f}" for v in shown.loc[name]]
+    return shown
+
+
 def sample_quality(
     models: dict[str, EndoVAE],
     processed: str | os.PathLike,

@@ -19,7 +19,9 @@ from helpers.core.reference import ORIGINAL_EPOCHS, ORIGINAL_METRICS
 from helpers.evaluate.metrics import (
     ALL_POLYPS,
     METRIC_LABELS,
+    PLATEAU_BEAT_SHARE,
     PLATEAU_KL_PER_IMAGE,
+    PLATEAU_PSNR_GAIN_DB,
     PLATEAU_SAMPLE_SPREAD,
     model_values,
     recon_stats,
@@ -195,9 +197,12 @@ def plateau_text(checks: pd.DataFrame) -> str:
             f"The {model} model {verdict}: its KL divergence is {row['KL per image (nats)']:.1f} "
             f"nats per image (collapsed models sit near 0; the check asks for at least "
             f"{PLATEAU_KL_PER_IMAGE:g}), its nine samples differ by {row['sample spread']:.3f} per "
-            f"pixel (at least {PLATEAU_SAMPLE_SPREAD:g}), and it reconstructs held-out healthy "
+            f"pixel (at least {PLATEAU_SAMPLE_SPREAD:g}), it reconstructs held-out healthy "
             f"images at {row['PSNR, held-out healthy (dB)']:.2f} dB against "
-            f"{row['PSNR of the mean training image (dB)']:.2f} dB for the mean training image."
+            f"{row['PSNR of the mean training image (dB)']:.2f} dB for the mean training image "
+            f"(at least {PLATEAU_PSNR_GAIN_DB:g} dB above it), and it beats the mean image on "
+            f"{row['images beating the mean (%)']:.0f} % of them one by one (at least "
+            f"{100 * PLATEAU_BEAT_SHARE:.0f} %)."
         )
     return " ".join(lines)
 

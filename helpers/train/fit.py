@@ -390,7 +390,7 @@ def measure_images_per_s(
     min_steps: int = 3,
     min_seconds: float = 1.0,
 ) -> float:
-    """Training images/s of the real EndoVAE step in `prec` (one untimed warm-up step)."""
+    """Training images/s of the real EndoVAE step in `prec` (untimed warm-up steps first)."""
     mcfg = model_config or EndoVAEConfig()
     fmt = torch.channels_last if prec.channels_last else torch.contiguous_format
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
