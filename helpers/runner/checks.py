@@ -27,15 +27,14 @@ from helpers.core.classes import HEALTHY_CLASSES, NORMAL_GROUP, POLYP_CLASS, POL
 from helpers.core.runtime import get_device
 from helpers.data import kvasir
 from helpers.model.endovae import EndoVAE, EndoVAEConfig
-from helpers.runner.budget import healthy_train_images
+from helpers.runner.budget import FLIPS, KVASIR_V1_PER_CLASS, healthy_train_images
 
 try:  # a dependency of ipykernel, so normally present; /proc/meminfo otherwise
     import psutil
 except ImportError:  # pragma: no cover
     psutil = None
 
-FLIPS = 4  # variants notebook 01 writes of a healthy frame (and of a polyp with polyp_flips)
-DOWNLOAD_PER_CLASS = {"v1": 500, "v2": 1000}  # the pinned official archives
+DOWNLOAD_PER_CLASS = {"v1": KVASIR_V1_PER_CLASS, "v2": 1000}  # the pinned official archives
 IMAGE_BYTES = 3 * 96 * 96  # one uint8 training image held on the device
 # Training memory per image of a batch, as a multiple of the distinct layer outputs of one
 # forward pass (7.0 MB per 96x96 image for the paper's EndoVAE). Measured (peak RSS, CPU fp32, one

@@ -265,16 +265,16 @@ def cooldown_lr(lr: float, cooldown: float, step: int, total: int) -> float:
     return lr if tail <= 0 or left >= tail else lr * left / tail
 
 
-def _run_epoch(step, data, optimizer, shuffle, batch_size: int, scaler, on_step, lr_at=None):
+def _run_epoch(step, data, optimizer, shuffle, batch_size: int, scaler, on_step, lrs=None):
     """One pass over the data in a seeded random order; returns device sums (recon, kld, total).
-    `lr_at(i)`: the learning rate of the epoch's i-th step (None: leave it as it is)."""
+    `lrs`: the learning rate of each of the epoch's steps (None: leave it as it is)."""
     n = len(data)
     order = torch.randperm(n, generator=shuffle).to(data.device)
     sums = torch.zeros(3, device=data.device)
     for i, start in enumerate(range(0, n, batch_size)):
-        if lr_at is not None:
+        if lrs is not None:
             for group in optimizer.param_groups:
-                group["lr"] = lr_at(i)
+                group["lr"] = lrs[i]
         batch = data[order[start : start + batch_size]]
         target = batch.float().div_(255.0)
         total, rec, kl = step(target)
@@ -348,6 +348,7 @@ def _train_epochs(step, data, optimizer, shuffle, tcfg, history, start_epoch, sa
     """Epochs start_epoch+1 .. tcfg.epochs: train, check, log, checkpoint (calls `save(epoch)`)."""
     scale, n, desc = tcfg.batch_size / len(data), len(data), bar.endovae_desc
     per_epoch = math.ceil(n / tcfg.batch_size)
+    total = tcfg.epochs * per_epoch  # optimiser steps of the whole run (the schedule's length)
     for epoch in range(start_epoch + 1, tcfg.epochs + 1):
         t0 = time.perf_counter()
         last = history[-1] if history else None
@@ -356,15 +357,12 @@ def _train_epochs(step, data, optimizer, shuffle, tcfg, history, start_epoch, sa
             """Live status after each batch (for the runner; a no-op elsewhere)."""
             _progress(desc, epoch, tcfg.epochs, done, n, t0, last)
 
-        def lr_at(i: int, first=(epoch - 1) * per_epoch) -> float:
-            """The schedule's learning rate of this epoch's i-th step."""
-            total = tcfg.epochs * per_epoch
-            return cooldown_lr(tcfg.lr, tcfg.lr_cooldown, first + i, total)
-
-        schedule = lr_at if tcfg.lr_cooldown > 0 else None
-        sums = _run_epoch(
-            step, data, optimizer, shuffle, tcfg.batch_size, scaler, on_step, schedule
-        )
+        first = (epoch - 1) * per_epoch
+        lrs = None
+        if tcfg.lr_cooldown > 0:
+            steps = range(first, first + per_epoch)
+            lrs = [cooldown_lr(tcfg.lr, tcfg.lr_cooldown, s, total) for s in steps]
+        sums = _run_epoch(step, data, optimizer, shuffle, tcfg.batch_size, scaler, on_step, lrs)
         sums = sums.tolist()  # one sync per epoch
         seconds = time.perf_counter() - t0
         _check_finite(sums, epoch)
