@@ -26,7 +26,7 @@ import numpy as np
 
 from helpers.core import paths
 from helpers.core.runtime import DEVICE_CHOICES, PRECISIONS
-from helpers.model.endovae import INIT_SCHEMES
+from helpers.model.endovae import INIT_SCHEMES, NORMS
 from helpers.model.losses import RECON_LOSSES
 
 # data_dir values that name a data source instead of a path; "synthetic" / "embedded" are the
@@ -195,6 +195,11 @@ RULES: dict[str, Rule] = {
     "gen_lr": above(0.0),
     "temperature": above(0.0),
     "interactive": FLAG,
+    # 10 the sharper EndoVAE
+    "sharp_latent": COUNT,
+    "sharp_norm": one_of(NORMS),
+    "sharp_loss": one_of(RECON_LOSSES),
+    "sharp_epochs": at_least(int, 0),
 }
 
 _COMMON = ("run_dir", "seed", "device")
@@ -227,6 +232,12 @@ SCHEMAS: dict[str, tuple[str, ...]] = {
         *_COMMON, "precision", "polyp_train_share", "per_healthy_class", "polyp_init",
         "gen_epochs", "gen_batch_size", "gen_lr", "temperature", "clf_epochs", "clf_lr",
         "clf_batch_size", "weights", "clf_input_size", "n_boot", "interactive", "fid_weights",
+    ),
+    "10_sharper_vae": (
+        *_COMMON, "precision", "compile", "sharp_latent", "sharp_norm", "sharp_loss",
+        "sharp_epochs", "n_show", "polyp_train_share", "polyp_init", "gen_epochs",
+        "gen_batch_size", "gen_lr", "clf_epochs", "clf_lr", "clf_batch_size", "weights",
+        "clf_input_size", "n_boot", "fid_weights",
     ),
 }  # fmt: skip
 

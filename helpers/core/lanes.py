@@ -29,6 +29,11 @@ READS: dict[str, tuple[str, ...]] = {
     "07_classifier_bonus": (PREPROCESSING, *TRAINED),
     "08_ablations": (PREPROCESSING,),
     "09_synthetic_data": (PREPROCESSING, "03_train_mse"),  # the healthy model is notebook 03's
+    "10_sharper_vae": (
+        PREPROCESSING,
+        "03_train_mse",
+        "09_synthetic_data",
+    ),  # 03's model, 09's polyp one
 }
 
 

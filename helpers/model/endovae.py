@@ -31,6 +31,7 @@ class EndoVAEConfig:
     hidden_dim: int = 256
     dec_channels: tuple[int, ...] = (256, 128, 64, 64, 32, 32)
     dec_strides: tuple[int, ...] = (2, 1, 2, 1, 2, 1)
+    norm: str = "none"  # "batch": BatchNorm after every hidden conv (not in the paper)
 
     def __post_init__(self) -> None:
         """Validate the config and normalise lists to tuples."""
@@ -40,6 +41,8 @@ class EndoVAEConfig:
             raise ValueError("enc_channels and enc_strides must have the same length")
         if len(self.dec_channels) != len(self.dec_strides):
             raise ValueError("dec_channels and dec_strides must have the same length")
+        if self.norm not in NORMS:
+            raise ValueError(f"norm={self.norm!r}: must be one of {', '.join(NORMS)}")
         if self.latent_dim < 1:
             raise ValueError(f"latent_dim={self.latent_dim}: must be >= 1")
         down = _prod(self.enc_strides)
@@ -59,6 +62,14 @@ class EndoVAEConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
+NORMS = ("none", "batch")
+
+
+def _act(channels: int, norm: str) -> list[nn.Module]:
+    """What follows a hidden conv: ReLU, after a BatchNorm when `norm` is "batch"."""
+    return ([nn.BatchNorm2d(channels)] if norm == "batch" else []) + [nn.ReLU(inplace=True)]
+
+
 def _prod(values: tuple[int, ...]) -> int:
     """Product of integers."""
     out = 1
@@ -74,7 +85,7 @@ class Encoder(nn.Module):
         super().__init__()
         layers, c_in = [], cfg.in_channels
         for c_out, stride in zip(cfg.enc_channels, cfg.enc_strides, strict=True):
-            layers += [nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1), nn.ReLU(inplace=True)]
+            layers += [nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1), *_act(c_out, cfg.norm)]
             c_in = c_out
         self.features = nn.Sequential(*layers)
         flat = c_in * cfg.feature_size**2
@@ -109,7 +120,7 @@ class Decoder(nn.Module):
                         c_in, c_out, 3, stride=stride, padding=1, output_padding=stride - 1
                     )
                 )
-            layers.append(nn.ReLU(inplace=True))
+            layers += _act(c_out, cfg.norm)
             c_in = c_out
         layers.append(nn.Conv2d(c_in, cfg.in_channels, 3, padding=1))
         self.net = nn.Sequential(*layers)

@@ -7,10 +7,13 @@ saturates; they are computed in fp32 whatever the autocast dtype.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
-RECON_LOSSES = ("mse", "bce")
+RECON_LOSSES = ("mse", "bce", "sigma")
+SIGMA_FLOOR = math.exp(-12.0)  # lowest sigma^2 of the sigma-VAE loss (log sigma >= -6, as Rybkin)
 
 
 def kld(mu: torch.Tensor, logvar: torch.Tensor, dim: int | None = None) -> torch.Tensor:
@@ -30,12 +33,23 @@ def bce_sum(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits.float(), target.float(), reduction="sum")
 
 
+def sigma_nll_sum(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """sigma-VAE (Rybkin et al., 2021): Gaussian NLL of target under N(sigmoid(logits), sigma^2),
+    summed, with the one sigma^2 that fits this batch best (its mean squared error). The gradient
+    is the summed MSE's divided by 2 sigma^2: the KL weighs less as the reconstructions improve."""
+    sq = torch.sum((torch.sigmoid(logits.float()) - target.float()) ** 2)
+    var = (sq / target.numel()).clamp_min(SIGMA_FLOOR)
+    return 0.5 * target.numel() * torch.log(2 * math.pi * var) + sq / (2 * var)
+
+
 def recon_loss(kind: str, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Reconstruction loss by name: "mse" or "bce"."""
+    """Reconstruction loss by name: "mse", "bce" or "sigma" (sigma-VAE)."""
     if kind == "mse":
         return mse_sum(logits, target)
     if kind == "bce":
         return bce_sum(logits, target)
+    if kind == "sigma":
+        return sigma_nll_sum(logits, target)
     raise ValueError(f"loss={kind!r}: expected one of {', '.join(RECON_LOSSES)}")
 
 

@@ -32,6 +32,7 @@ OTHER_SECONDS = {
     "07": 30,
     "08": 30,
     "09": 75,
+    "10": 40,
 }
 DEFAULT_OTHER_SECONDS = 20
 REPORT_SECONDS = 20  # merging the executed notebooks and two xelatex passes
@@ -86,8 +87,14 @@ def _polyp_train(params: dict[str, Any], n_polyps: int) -> int:
     return int(n_polyps * float(params.get("polyp_train_share", 0.5))) * flips
 
 
-def training_images(number: str, params: dict[str, Any], n_train: int, n_polyps: int = 0) -> int:
-    """EndoVAE training images (epochs x images) a notebook processes."""
+def training_images(
+    number: str, params: dict[str, Any], n_train: int, n_polyps: int = 0, faithful_epochs: int = 0
+) -> int:
+    """EndoVAE training images (epochs x images) a notebook processes (`faithful_epochs`: notebook
+    03's, which notebook 10's sharper model repeats unless sharp_epochs says otherwise)."""
+    if number == "10":  # the sharper healthy model, then its polyp model with 09's settings
+        epochs = int(params.get("sharp_epochs") or faithful_epochs)
+        return epochs * n_train + int(params.get("gen_epochs", 0)) * _polyp_train(params, n_polyps)
     if "abl_epochs" in params:
         per_arm = min(int(params.get("abl_max_train_images") or n_train), n_train)
         return ablation_arms(params) * int(params["abl_epochs"]) * per_arm
@@ -105,13 +112,15 @@ def training_images(number: str, params: dict[str, Any], n_train: int, n_polyps:
 def classifier_images(number: str, params: dict[str, Any], n_train: int, n_polyps: int) -> int:
     """Classifier training images (epochs x images) of notebook 07 (a real-vs-reconstructed
     classifier per EndoVAE, on 2 x n_clf_train images) or 09 (three healthy-vs-polyp
-    classifiers on 2n, 2n and 4n images, n the smaller real class)."""
+    classifiers on 2n, 2n and 4n images, n the smaller real class) or 10 (two on 2n)."""
     epochs = int(params.get("clf_epochs", 0))
     if number == "07":
         pairs = min(int(params.get("n_clf_train", 0)), n_polyps)
         return 2 * 2 * pairs * epochs
     if number == "09":
         return 8 * min(n_train, _polyp_train(params, n_polyps)) * epochs
+    if number == "10":  # two synthetic-only classifiers on 2n images each
+        return 4 * min(n_train, _polyp_train(params, n_polyps)) * epochs
     return 0
 
 
@@ -129,9 +138,10 @@ def estimate_seconds(
     data = first | notebooks.get("01_preprocessing", {})
     n_train, n_polyps = healthy_train_images(data, processed), polyp_sources(data, processed)
     slowdown = LANE_SLOWDOWN if jobs > 1 else 1.0
+    faithful = int(notebooks.get("03_train_mse", {}).get("epochs", 0))
     images, seconds = {}, {}
     for name, params in notebooks.items():
-        images[name] = training_images(name[:2], params, n_train, n_polyps)
+        images[name] = training_images(name[:2], params, n_train, n_polyps, faithful)
         other = OTHER_SECONDS.get(name[:2], DEFAULT_OTHER_SECONDS) * slowdown
         clf = classifier_images(name[:2], params, n_train, n_polyps)
         seconds[name] = images[name] / images_per_s + other
@@ -143,7 +153,7 @@ def estimate_seconds(
 def classifier_speed(chosen: dict[str, dict[str, Any]], device: torch.device) -> float | None:
     """Classifier training images/s of the first classifier notebook in the plan (timed once per
     machine, then cached; a frozen ImageNet backbone counts its feature extraction)."""
-    params = next((p for n, p in chosen.items() if n[:2] in ("07", "09")), None)
+    params = next((p for n, p in chosen.items() if n[:2] in ("07", "09", "10")), None)
     if params is None:
         return None
     speed, frozen = classifier.training_speed(

@@ -430,23 +430,29 @@ def train_class_model(
     precision: str = "auto",
     progress: bool = True,
     init_from: str | os.PathLike | None = None,
+    loss: str = "mse",
+    model_config: EndoVAEConfig | None = None,
 ):
-    """Train (or resume) one EndoVAE on one class's training images with `fit` (MSE, Adam);
-    `init_from` starts it from another model's weights (fine-tuning)."""
-    tcfg = TrainConfig(loss="mse", epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+    """Train (or resume) one EndoVAE on one class's training images with `fit` (Adam; MSE unless
+    `loss` says otherwise); `init_from` starts it from another model's weights (fine-tuning)."""
+    tcfg = TrainConfig(loss=loss, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                        checkpoint_every=max(1, epochs // 4), precision=precision)  # fmt: skip
     path = Path(checkpoint_path)
     return fit(
-        images, tcfg, checkpoint_path=path, history_path=path.with_name(f"{path.stem}_history.csv"),
-        device=device, resume=trained_on(path, images, tcfg.to_dict()), progress=progress,
+        images, tcfg, model_config=model_config, checkpoint_path=path,
+        history_path=path.with_name(f"{path.stem}_history.csv"),
+        device=device, resume=trained_on(path, images, tcfg.to_dict(), model_config),
+        progress=progress,
         desc=f"EndoVAE {class_name}", init_from=init_from,
     )  # fmt: skip
 
 
 def trained_on(
-    path: str | os.PathLike, images: np.ndarray, train_config: dict | None = None
-) -> bool:
-    """True when the checkpoint exists and was trained on exactly these images (and settings)."""
+    path: str | os.PathLike, images: np.ndarray, train_config: dict | None = None,
+    model_config: EndoVAEConfig | None = None,
+) -> bool:  # fmt: skip
+    """True when the checkpoint exists and was trained on exactly these images (and settings,
+    and network shape when `model_config` is given)."""
     path = Path(path)
     if not path.is_file():
         return False
@@ -455,6 +461,8 @@ def trained_on(
     tensor = images_to_tensor(images)
     current = {"n_images": len(tensor), "fingerprint": data_fingerprint(tensor)}
     if not same_images({k: data.get(k) for k in current}, current, tensor):
+        return False
+    if model_config is not None and EndoVAEConfig(**state["model_config"]) != model_config:
         return False
     saved = state.get("train_config") or {}
     keys = [k for k in (train_config or {}) if k not in RESUMABLE_CHANGES]

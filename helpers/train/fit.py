@@ -181,7 +181,8 @@ def _config_mismatch(state: dict, tcfg: TrainConfig, mcfg: EndoVAEConfig) -> lis
     for key in wanted_t:
         if key not in RESUMABLE_CHANGES and saved_t.get(key) != wanted_t[key]:
             diffs.append(f"{key}: {saved_t.get(key)!r} -> {wanted_t[key]!r}")
-    saved_m, wanted_m = state.get("model_config", {}), mcfg.to_dict()
+    saved_m = {"norm": "none", **state.get("model_config", {})}  # older: no norm key
+    wanted_m = mcfg.to_dict()
     for key in wanted_m:
         if saved_m.get(key) != wanted_m[key]:
             diffs.append(f"model {key}: {saved_m.get(key)!r} -> {wanted_m[key]!r}")
