@@ -159,7 +159,7 @@ def test_merge_drops_skip_cells_and_noise(fake_run):
     assert "tqdm progress" not in text and "AxesImage at 0x" not in text
     assert "kept stdout" in text
     assert text.index("## 2. Data preprocessing") < text.index("## 7. Quantitative evaluation")
-    assert merged.cells[-1].source.startswith("## 12. Summary")
+    assert merged.cells[-1].source.startswith("## 13. Summary")
     assert len({c.id for c in merged.cells}) == len(merged.cells)
     nbformat.validate(merged)
 
@@ -263,7 +263,7 @@ def test_pdf_keeps_greek_letters_and_hides_code(fake_run, monkeypatch):
     assert GREEK in flat
     assert SECRET not in flat
     assert "Figure 1: A caption for figure 1." in flat
-    assert "12. Summary" in flat and "12.5" in flat  # the HTML table became a LaTeX table
+    assert "13. Summary" in flat and "12.5" in flat  # the HTML table became a LaTeX table
     assert "Contents" in flat and "<h1>" not in flat  # LaTeX raw cell in, HTML raw cell out
     xelatex = [a for a in passes if a[0][0] == "xelatex"]
     assert len(xelatex) == 2  # the second pass changes no .aux/.toc: no third

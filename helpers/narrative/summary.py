@@ -11,7 +11,7 @@ from typing import Any
 from helpers.core.reference import ORIGINAL_EPOCHS, ORIGINAL_METRICS, PAPER_SYNTHETIC_AUC
 from helpers.data.kvasir import ignored_text
 
-SUMMARY_HEADING = "## 12. Summary"
+SUMMARY_HEADING = "## 13. Summary"
 METRICS = (("psnr", "PSNR"), ("ssim", "SSIM"))
 
 
@@ -92,11 +92,12 @@ def summary_text(
         )
     parts += ["", *metrics_paragraph(results.get("06", {}).get("models", {}), unread.get("06"))]
     parts += ["", quality_sentence(results.get("05", {}).get("quality"), unread.get("05"))]
-    found = {n: results.get(n, {}) for n in ("07", "08", "09")}
+    found = {n: results.get(n, {}) for n in ("07", "08", "09", "10")}
     paragraphs = {
         "07": ("the classifier's numbers", classifier_paragraph(found["07"])),
         "08": ("the ablations", ablation_paragraph(found["08"], ablation_params)),
         "09": ("the synthetic-data results", synthetic_paragraph(found["09"])),
+        "10": ("the sharper model", sharper_paragraph(found["10"])),
     }
     for number, (what, lines) in paragraphs.items():
         if number in unread:
@@ -237,6 +238,26 @@ def synthetic_paragraph(found: dict[str, Any]) -> list[str]:
         "Healthy-versus-polyp classifiers tested on held-out real frames (Section 11), by "
         f"training data: {listed}. The paper reports AUC {100 * real:.1f} % (real) and "
         f"{100 * synthetic:.1f} % (synthetic only) on KID."
+    ]
+
+
+def sharper_paragraph(found: dict[str, Any]) -> list[str]:
+    """Section 12's headline: the sharper model against the faithful one, when notebook 10 ran."""
+    paired = {(row["images"], row["metric"]): row for row in found.get("paired", [])}
+    healthy = {m: paired.get(("healthy (held-out)", m)) for m in ("PSNR", "SSIM")}
+    if not all(healthy.values()):
+        return []
+    gain = {m: row["mean sharper - faithful"] for m, row in healthy.items()}
+    fd, auc = found.get("fd", {}), found.get("synthetic_auc", {})
+    v = found.get("variant", {})
+    return [
+        f"The sharper EndoVAE of Section 12 (latent {v.get('latent_dim')}, norm "
+        f"{v.get('norm')}, loss {v.get('loss')}) against the faithful model on held-out healthy "
+        f"frames: PSNR {gain['PSNR']:+.2f} dB, SSIM {gain['SSIM']:+.3f}, at "
+        f"{found.get('time_ratio', float('nan')):.2f}x the training time; sample FD "
+        f"{fd.get('sharper model', float('nan')):.2f} against {fd.get('faithful model', float('nan')):.2f}; "
+        f"train-on-synthetic AUC {auc.get('sharper synthetic', float('nan')):.3f} against "
+        f"{auc.get('faithful synthetic', float('nan')):.3f}."
     ]
 
 

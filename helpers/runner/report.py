@@ -4,7 +4,7 @@
 
 The report is a title page (run facts from `run.json` and notebook 01's source record), every
 executed notebook's cells except those tagged `report-skip` / `parameters` /
-`injected-parameters` with code inputs hidden, and a "## 12. Summary" written from the
+`injected-parameters` with code inputs hidden, and a "## 13. Summary" written from the
 notebooks' `results/NN.json`. It is always written to `<run_dir>/report/EndoVAE_report.
 {ipynb,html,pdf}`. A run in its profile's default folder (`runs/<profile>`) is also published
 to `report/build/`, so `report/build/EndoVAE_report.pdf` is the report of the last default run.
@@ -69,6 +69,7 @@ QUOTED_RESULTS = {
     "07": ("models", "the summary leaves out the classifier's numbers", "Section 9"),
     "08": ("tables", "the summary leaves out the ablations", "Section 10"),
     "09": ("classifiers", "the summary leaves out the synthetic-data results", "Section 11"),
+    "10": ("paired", "the summary leaves out the sharper model", "Section 12"),
 }
 RUN_INFO_LOST = "the profile, device, settings and training lengths are unknown"
 CELL_ID = re.compile(r"[^A-Za-z0-9_-]")
@@ -379,7 +380,7 @@ def _unique_ids(cells: list) -> list:
 def summary_cell(
     run_dir: Path, records: RunRecords, source: str, synthetic: bool
 ) -> nbformat.NotebookNode:
-    """The "## 12. Summary" cell, from the run's results and its resolved parameters (run.json)."""
+    """The "## 13. Summary" cell, from the run's results and its resolved parameters (run.json)."""
     params = records.info.get("parameters", {})
     ablation = next((v for k, v in params.items() if k.startswith("08")), {})
     unread = {  # by notebook number ("06") or "run.json"

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from helpers.core.atomic import atomic_write_csv
 from helpers.core.paths import RunPaths
 from helpers.core.plots import show_grid
 from helpers.core.stats import anomaly_auc, auc_bootstrap_ci
@@ -208,25 +209,41 @@ def sharp_class_models(
     }  # fmt: skip
 
 
-def synthetic_sets(
-    pairs: Mapping[str, Mapping[str, dict]], splits: se.Splits, out_root: Path, seed: int, device
-) -> dict[str, dict[str, np.ndarray]]:
-    """Synthetic frames of each pair of class models (faithful, sharper) under out_root/<pair>/."""
-    return {
-        name: se.generate_sets(models, splits, out_root / name, seed=seed, device=device,
-                               progress=False)
-        for name, models in pairs.items()
-    }  # fmt: skip
+def synthetic_comparison(
+    paths: RunPaths, splits: se.Splits, sharp_checkpoint: Path, variant: Variant,
+    gen: Mapping[str, Any], clf: Mapping[str, Any], *, seed: int, device, precision: str,
+    n_boot: int,
+) -> pd.DataFrame:  # fmt: skip
+    """Table 18: a synthetic-only classifier per pair of class models (faithful: notebook 09's,
+    reused when it ran with these `gen` settings; sharper: trained here), on the same test frames.
 
-
-def synthetic_training_sets(
-    frames: Mapping[str, Mapping[str, np.ndarray]], splits: se.Splits, seed: int
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """The 'synthetic only' training set of each pair (notebook 09's Table 12 row)."""
-    return {
-        f"{name} synthetic": se.training_sets(splits, sets, seed)["synthetic only"]
-        for name, sets in frames.items()
+    gen: epochs, batch_size, lr, polyp_init of the polyp models; clf: weights, input_size,
+    epochs, lr, batch_size of the classifiers (notebook 09's parameters)."""
+    common = {"seed": seed, "device": device, "precision": precision}
+    pairs = {
+        FAITHFUL: se.class_models(paths, splits, **gen, **common),
+        SHARPER: sharp_class_models(paths, splits, sharp_checkpoint, variant, **gen, **common),
     }
+    out_root = paths.root / "synthetic_compare"
+    sets = {}
+    for name, models in pairs.items():
+        frames = se.generate_sets(models, splits, out_root / name, seed=seed, device=device,
+                                  progress=False)  # fmt: skip
+        sets[f"{name} synthetic"] = se.training_sets(splits, frames, seed)["synthetic only"]
+    results = se.run_experiment(sets, splits.test_set(), **clf, **common, n_boot=n_boot)
+    return se.results_table(results)
+
+
+TABLE_FILES = {"settings": "table14_sharper_settings", "metrics": "table15_sharper_metrics",
+               "paired": "table16_sharper_paired", "anomaly": "table17_sharper_anomaly",
+               "synthetic": "table18_sharper_synthetic", "goals": "table19_sharper_goals",
+               "quality": "tableS14_sharper_quality"}  # fmt: skip
+
+
+def save_tables(paths: RunPaths, **tables: pd.DataFrame) -> None:
+    """Write each of the section's tables as tables/<TABLE_FILES[name]>.csv (atomically)."""
+    for name, table in tables.items():
+        atomic_write_csv(paths.tables / f"{TABLE_FILES[name]}.csv", table, index=True)
 
 
 def pair_models(paths: RunPaths, sharp: TrainResult, device) -> dict[str, EndoVAE]:
