@@ -34,6 +34,9 @@ EXPECTED = {
     **{f"Figure {n}": "09" for n in (16, 17, 18)},
     "Table 12": "09",
     "Table 13": "09",
+    **{f"Figure {n}": "10" for n in (19, 20)},
+    **{f"Table {n}": "10" for n in range(14, 20)},
+    "Table S14": "10",
 }
 CAPTION = re.compile(r"^\*\*((?:Figure|Table) \w+):\*\*\s*(.+)$", re.M)
 
@@ -170,6 +173,26 @@ def test_sample_quality_scale_is_ordered(quick_run):
     floor, mean = rows["real vs real (floor)"], rows["mean image"]
     assert floor["fd"] < mean["fd"] and floor["kid_mean"] < mean["kid_mean"], rows
     assert mean["recall"] < floor["recall"], rows
+
+
+def test_sharper_section_in_the_pdf(quick_run):
+    """Section 12 sits before the Summary (now 13), its goals table holds this run's values, and
+    the sharper model reconstructs the held-out healthy frames better (measured: ~+3 dB)."""
+    run_dir, _ = quick_run
+    if not any(paths.notebooks_dir().glob("10_*.ipynb")):
+        pytest.skip("notebook 10 not written yet")
+    text = " ".join(_pdf_text(run_dir / "report" / f"{report.STEM}.pdf").split())
+    section = re.search(r"12\.? Beyond the report", text)
+    summary = [m.start() for m in re.finditer(r"13\.? Summary", text)]
+    assert section and summary and section.start() < summary[-1], "Section 12 missing or misplaced"
+    found = read_results(run_dir, "10")
+    gain = next(r for r in found["paired"]
+                if r["images"] == "healthy (held-out)" and r["metric"] == "PSNR")  # fmt: skip
+    assert gain["mean sharper - faithful"] > 1.0, gain
+    goals = pd.read_csv(run_dir / "tables" / "table19_sharper_goals.csv", index_col=0)
+    psnr = goals.loc["PSNR gain, held-out healthy (dB)", "this run"]
+    assert psnr == pytest.approx(gain["mean sharper - faithful"], abs=1e-3)
+    assert f"{psnr:.3f}" in text, "Table 19's PSNR gain is not in the PDF"
 
 
 def test_no_absolute_path_of_the_machine_in_the_pdf(quick_run):
