@@ -35,13 +35,14 @@ def test_cpu_profile_passes_the_runners_checks(capsys):
 def test_expected_time_counts_the_classifier_notebooks(profile, tmp_path):
     chosen = _resolved(profile, tmp_path)
     n_train, n_polyps = 5400, 500  # Kvasir v1: 1,500 healthy x 4 flips x 0.9; 500 polyps
-    for number in ("07", "09"):
+    clf = 0
+    for number in ("07", "09", "10"):
         name = next(n for n in chosen if n.startswith(number))
-        assert budget.classifier_images(number, chosen[name], n_train, n_polyps) > 0, name
+        images = budget.classifier_images(number, chosen[name], n_train, n_polyps)
+        assert images > 0, name
+        clf += images
     without, _ = budget.estimate_seconds(chosen, 100.0, tmp_path, report=False)
     with_clf, _ = budget.estimate_seconds(chosen, 100.0, tmp_path, False, classifier_per_s=100.0)
-    clf = budget.classifier_images("07", chosen["07_classifier_bonus"], n_train, n_polyps)
-    clf += budget.classifier_images("09", chosen["09_synthetic_data"], n_train, n_polyps)
     assert with_clf - without == pytest.approx(clf / 100.0)
 
 

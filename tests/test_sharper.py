@@ -53,7 +53,7 @@ def test_sigma_loss_is_finite_for_a_perfect_reconstruction():
 def test_variant_parameter_counts_by_hand():
     """Latent 32 adds 2 x 257 x 26 to the encoder's heads and 26 x 36,864 to the decoder's dense
     layer; BatchNorm adds 2 parameters per channel of every hidden conv."""
-    model = EndoVAE(Variant(latent_dim=32, norm="batch", loss="sigma").model_config())
+    model = EndoVAE(Variant(latent_dim=32, norm="both", loss="mse", beta=0.3).model_config())
     enc_bn = 2 * sum((16, 32, 32, 64, 128, 256))
     dec_bn = 2 * sum((256, 128, 64, 64, 32, 32))
     assert count_parameters(model.encoder) == PAPER_ENCODER + 2 * 257 * 26 + enc_bn == 9_856_800
@@ -67,8 +67,8 @@ def test_variant_parameter_counts_by_hand():
 
 
 def test_bad_variant_names_the_parameter():
-    with pytest.raises(ValueError, match="norm='group'"):
-        Variant(latent_dim=32, norm="group", loss="sigma").model_config()
+    with pytest.raises(ValueError, match="norm='group'"):  # the choices: none, encoder, both
+        Variant(latent_dim=32, norm="group", loss="mse").model_config()
     with pytest.raises(ValueError, match="loss='l1'"):
         TrainConfig(loss="l1")
 
@@ -83,19 +83,22 @@ def _frames(n: int, seed: int) -> np.ndarray:
 
 def test_short_training_reconstructs_better_than_the_faithful_model():
     """Same images, epochs, batch and schedule: the sharper model's held-out reconstruction error
-    is lower than the faithful model's (measured: about half)."""
+    (and the sigma-VAE option's) is lower than the faithful model's."""
     train, held = _frames(48, 0), _frames(16, 1)
     errors = {}
-    for name, loss, mcfg in (
-        ("faithful", "mse", EndoVAEConfig()),
-        ("sharper", "sigma", EndoVAEConfig(latent_dim=32, norm="batch")),
+    for name, loss, beta, mcfg in (
+        ("faithful", "mse", 1.0, EndoVAEConfig()),
+        ("sharper", "mse", 0.3, EndoVAEConfig(latent_dim=32, norm="both")),
+        ("sigma-VAE", "sigma", 1.0, EndoVAEConfig(latent_dim=32, norm="both")),
     ):
         cfg = TrainConfig(loss=loss, epochs=4, batch_size=8, precision="fp32", init="he",
-                          lr_cooldown=0.25, checkpoint_every=0)  # fmt: skip
+                          lr_cooldown=0.25, checkpoint_every=0, beta=beta)  # fmt: skip
         model = fit(train, cfg, model_config=mcfg, device="cpu", progress=False).model
         x = torch.from_numpy(held).permute(0, 3, 1, 2).float() / 255
         errors[name] = float(((reconstruct(model, x) - x) ** 2).mean())
-    assert errors["sharper"] < 0.9 * errors["faithful"], errors
+    # measured (fp32, bf16-class CPU): 0.042 and 0.029 against 0.047
+    assert errors["sharper"] < 0.95 * errors["faithful"], errors
+    assert errors["sigma-VAE"] < 0.8 * errors["faithful"], errors
 
 
 def test_checkpoint_without_norm_key_resumes(tmp_path):

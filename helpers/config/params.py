@@ -200,6 +200,7 @@ RULES: dict[str, Rule] = {
     "sharp_norm": one_of(NORMS),
     "sharp_loss": one_of(RECON_LOSSES),
     "sharp_epochs": at_least(int, 0),
+    "sharp_beta": at_least(float, 0.0),
 }
 
 _COMMON = ("run_dir", "seed", "device")
@@ -235,7 +236,7 @@ SCHEMAS: dict[str, tuple[str, ...]] = {
     ),
     "10_sharper_vae": (
         *_COMMON, "precision", "compile", "sharp_latent", "sharp_norm", "sharp_loss",
-        "sharp_epochs", "n_show", "polyp_train_share", "polyp_init", "gen_epochs",
+        "sharp_beta", "sharp_epochs", "n_show", "polyp_train_share", "polyp_init", "gen_epochs",
         "gen_batch_size", "gen_lr", "clf_epochs", "clf_lr", "clf_batch_size", "weights",
         "clf_input_size", "n_boot", "fid_weights",
     ),

@@ -31,7 +31,9 @@ class EndoVAEConfig:
     hidden_dim: int = 256
     dec_channels: tuple[int, ...] = (256, 128, 64, 64, 32, 32)
     dec_strides: tuple[int, ...] = (2, 1, 2, 1, 2, 1)
-    norm: str = "none"  # "batch": BatchNorm after every hidden conv (not in the paper)
+    norm: str = (
+        "none"  # BatchNorm after the hidden convs of the "encoder" or of "both" (not the paper)
+    )
 
     def __post_init__(self) -> None:
         """Validate the config and normalise lists to tuples."""
@@ -62,12 +64,12 @@ class EndoVAEConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
-NORMS = ("none", "batch")
+NORMS = ("none", "encoder", "both")
 
 
-def _act(channels: int, norm: str) -> list[nn.Module]:
-    """What follows a hidden conv: ReLU, after a BatchNorm when `norm` is "batch"."""
-    return ([nn.BatchNorm2d(channels)] if norm == "batch" else []) + [nn.ReLU(inplace=True)]
+def _act(channels: int, batch_norm: bool) -> list[nn.Module]:
+    """What follows a hidden conv: ReLU, after a BatchNorm when `batch_norm`."""
+    return ([nn.BatchNorm2d(channels)] if batch_norm else []) + [nn.ReLU(inplace=True)]
 
 
 def _prod(values: tuple[int, ...]) -> int:
@@ -85,7 +87,10 @@ class Encoder(nn.Module):
         super().__init__()
         layers, c_in = [], cfg.in_channels
         for c_out, stride in zip(cfg.enc_channels, cfg.enc_strides, strict=True):
-            layers += [nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1), *_act(c_out, cfg.norm)]
+            layers += [
+                nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1),
+                *_act(c_out, cfg.norm != "none"),
+            ]
             c_in = c_out
         self.features = nn.Sequential(*layers)
         flat = c_in * cfg.feature_size**2
@@ -120,7 +125,7 @@ class Decoder(nn.Module):
                         c_in, c_out, 3, stride=stride, padding=1, output_padding=stride - 1
                     )
                 )
-            layers += _act(c_out, cfg.norm)
+            layers += _act(c_out, cfg.norm == "both")
             c_in = c_out
         layers.append(nn.Conv2d(c_in, cfg.in_channels, 3, padding=1))
         self.net = nn.Sequential(*layers)

@@ -432,11 +432,12 @@ def train_class_model(
     init_from: str | os.PathLike | None = None,
     loss: str = "mse",
     model_config: EndoVAEConfig | None = None,
+    beta: float = 1.0,
 ):
     """Train (or resume) one EndoVAE on one class's training images with `fit` (Adam; MSE unless
     `loss` says otherwise); `init_from` starts it from another model's weights (fine-tuning)."""
     tcfg = TrainConfig(loss=loss, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                       checkpoint_every=max(1, epochs // 4), precision=precision)  # fmt: skip
+                       checkpoint_every=max(1, epochs // 4), precision=precision, beta=beta)  # fmt: skip
     path = Path(checkpoint_path)
     return fit(
         images, tcfg, model_config=model_config, checkpoint_path=path,
