@@ -74,7 +74,7 @@ def test_upstream_follows_reads_and_an_unknown_notebook_reads_every_earlier_one(
     assert lanes.upstream("06_metrics", ["01_preprocessing", "04_train_bce", "06_metrics"]) == [
         "01_preprocessing", "04_train_bce",
     ]  # fmt: skip
-    assert lanes.upstream("10_extra", [*names, "10_extra"]) == names
+    assert lanes.upstream("11_extra", [*names, "11_extra"]) == names
     assert lanes.upstream("02_b", ["01_a", "02_b", "03_c"]) == ["01_a"]
 
 

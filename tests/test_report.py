@@ -267,7 +267,7 @@ def test_pdf_keeps_greek_letters_and_hides_code(fake_run, monkeypatch):
     assert "Contents" in flat and "<h1>" not in flat  # LaTeX raw cell in, HTML raw cell out
     xelatex = [a for a in passes if a[0][0] == "xelatex"]
     assert len(xelatex) == 2  # the second pass changes no .aux/.toc: no third
-    assert re.search(r"Contents 2\. Data preprocessing[ .]+7\..*12\. Summary[ .]+\d", flat)
+    assert re.search(r"Contents 2\. Data preprocessing[ .]+7\..*13\. Summary[ .]+\d", flat)
 
 
 def test_ablation_paragraph_reads_notebook_08(fake_run):

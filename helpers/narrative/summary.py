@@ -10,6 +10,7 @@ from typing import Any
 
 from helpers.core.reference import ORIGINAL_EPOCHS, ORIGINAL_METRICS, PAPER_SYNTHETIC_AUC
 from helpers.data.kvasir import ignored_text
+from helpers.study.sharper import Variant
 
 SUMMARY_HEADING = "## 13. Summary"
 METRICS = (("psnr", "PSNR"), ("ssim", "SSIM"))
@@ -249,10 +250,9 @@ def sharper_paragraph(found: dict[str, Any]) -> list[str]:
         return []
     gain = {m: row["mean sharper - faithful"] for m, row in healthy.items()}
     fd, auc = found.get("fd", {}), found.get("synthetic_auc", {})
-    v = found.get("variant", {})
+    variant = Variant(**found["variant"]).words() if found.get("variant") else "opt-in"
     return [
-        f"The sharper EndoVAE of Section 12 (latent {v.get('latent_dim')}, norm "
-        f"{v.get('norm')}, loss {v.get('loss')}) against the faithful model on held-out healthy "
+        f"The sharper EndoVAE of Section 12 ({variant}) against the faithful model on held-out healthy "
         f"frames: PSNR {gain['PSNR']:+.2f} dB, SSIM {gain['SSIM']:+.3f}, at "
         f"{found.get('time_ratio', float('nan')):.2f}x the training time; sample FD "
         f"{fd.get('sharper model', float('nan')):.2f} against {fd.get('faithful model', float('nan')):.2f}; "
