@@ -5,12 +5,14 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from helpers.data.frames import generate_frame
 from helpers.model.endovae import EndoVAE, EndoVAEConfig, count_parameters
 from helpers.model.losses import SIGMA_FLOOR, mse_sum, recon_loss, sigma_nll_sum
+from helpers.narrative.sharper import coverage_text
 from helpers.runner import budget
 from helpers.study.generate import trained_on
 from helpers.study.sharper import Variant
@@ -124,3 +126,16 @@ def test_budget_counts_the_sharper_training():
     assert budget.classifier_images("10", {"clf_epochs": 5, "polyp_train_share": 0.5}, 648, 60) == (
         4 * 30 * 5
     )
+
+
+def test_closing_text_says_when_a_lower_fd_comes_with_less_variety():
+    """A sharper model whose samples have a lower FD but a fraction of the faithful model's recall
+    is called out; one with a similar recall is not."""
+
+    def quality(recall: float) -> pd.DataFrame:
+        rows = {"faithful model": (20.9, 1.0, 0.58), "sharper model": (9.8, 0.86, recall)}
+        return pd.DataFrame.from_dict(rows, orient="index", columns=["FD", "precision", "recall"])
+
+    low = coverage_text(quality(0.03))
+    assert "recall 0.58 and 0.03" in low and "cover much less" in low
+    assert "cover much less" not in coverage_text(quality(0.5))

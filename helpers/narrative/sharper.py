@@ -112,10 +112,35 @@ def goal_rows(
     )  # fmt: skip
 
 
+def coverage_text(quality: pd.DataFrame) -> str:
+    """What precision and recall add to the FD: whether the samples look real, and how much of the
+    real frames' variety they cover."""
+    rows = {m: quality.loc[f"{m} model"] for m in (FAITHFUL, SHARPER)}
+    recall = {m: float(r["recall"]) for m, r in rows.items()}
+    text = (
+        f" Precision and recall of the samples (Table S14) add what one distance hides: precision "
+        f"{float(rows[FAITHFUL]['precision']):.2f} (faithful) and "
+        f"{float(rows[SHARPER]['precision']):.2f} (sharper), recall {recall[FAITHFUL]:.2f} and "
+        f"{recall[SHARPER]:.2f}"
+    )
+    if recall[SHARPER] < 0.5 * recall[FAITHFUL]:
+        return text + (
+            ": the sharper model's samples cover much less of the real frames' variety than the "
+            "faithful model's, so a lower FD here means frames closer to a typical real frame, "
+            "not a better spread of them."
+        )
+    return text + "."
+
+
 def closing_text(
-    goals: pd.DataFrame, anomaly: pd.DataFrame, paired: pd.DataFrame, embedded: bool
+    goals: pd.DataFrame,
+    anomaly: pd.DataFrame,
+    paired: pd.DataFrame,
+    embedded: bool,
+    quality: pd.DataFrame | None = None,
 ) -> str:
-    """What this run's numbers say: which goals were met, and the price for anomaly detection."""
+    """What this run's numbers say: which goals were met, what the samples cover (with `quality`,
+    Table S14), and the price for anomaly detection."""
     met = goals.index[goals["met"] == "yes"].tolist()
     missed = goals.index[goals["met"] == "no"].tolist()
     polyp_gain = _gain(paired, POLYPS, "PSNR")
@@ -131,6 +156,8 @@ def closing_text(
         + (": here the faithful model is the better detector." if s_auc < f_auc
            else ": here the sharper model separates them no worse.")
     )  # fmt: skip
+    if quality is not None:
+        text += coverage_text(quality)
     if embedded:
         text += (
             " These numbers come from the embedded Kvasir-like frames; with `--profile cpu` or "
