@@ -173,6 +173,8 @@ def test_sample_quality_scale_is_ordered(quick_run):
     floor, mean = rows["real vs real (floor)"], rows["mean image"]
     assert floor["fd"] < mean["fd"] and floor["kid_mean"] < mean["kid_mean"], rows
     assert mean["recall"] < floor["recall"], rows
+    summary = _pdf_text(run_dir / "report" / f"{report.STEM}.pdf").split("Summary")[-1]
+    assert "Sample quality of the prior samples against" in " ".join(summary.split())
 
 
 def test_sharper_section_in_the_pdf(quick_run):

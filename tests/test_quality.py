@@ -316,3 +316,19 @@ def test_summary_quotes_the_sample_quality_or_says_it_was_not_measured():
         "data", False, {}, {}, {}, unread={"05": "results/05.json is not valid JSON"}
     )
     assert "results/05.json is not valid JSON, so this summary quotes no sample-quality" in unread
+
+
+def test_the_report_hands_notebook_05s_quality_table_to_the_summary(tmp_path):
+    """results/05.json is read for the summary (it was left out once, and every report said the
+    quality was not measured); a 05.json without its table is a warning, not silence."""
+    from helpers.core.results import write_results
+    from helpers.evaluate.qualitative import quality_values
+    from helpers.runner.report import read_run
+
+    write_results(tmp_path, "05", {"quality": quality_values(_small_table())})
+    records = read_run(tmp_path, ["05_generation_reconstruction"])
+    assert records.results["05"]["quality"]["rows"], records.warnings
+    write_results(tmp_path, "05", {"plateau": {}})
+    records = read_run(tmp_path, ["05_generation_reconstruction"])
+    assert "05" not in records.results
+    assert any("results/05.json has no 'quality' entry" in w for w in records.warnings)

@@ -65,6 +65,7 @@ OBJECT_REPR = re.compile(r"^<[^>]*(at 0x[0-9a-fA-F]+|Figure size [^>]*)>$")
 # The results/NN.json the report quotes: the entry it needs, and what is lost without it.
 QUOTED_RESULTS = {
     "01": ("counts", "the title page's image counts are unknown", ""),
+    "05": ("quality", "the summary quotes no sample-quality numbers", "Section 6"),
     "06": ("models", "the summary quotes no PSNR/SSIM numbers", "Section 7"),
     "07": ("models", "the summary leaves out the classifier's numbers", "Section 9"),
     "08": ("tables", "the summary leaves out the ablations", "Section 10"),
