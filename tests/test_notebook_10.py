@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import nbformat
 import pandas as pd
 import pytest
 from conftest import run_notebook
@@ -60,11 +59,6 @@ def test_headings_and_captions_in_order():
              "**Figure 20:**", "**Table 15:**", "**Table 16:**", "**Table S14:**",
              "**Table 17:**", "**Table 18:**", "**Table 19:**"]  # fmt: skip
     assert_in_order(_sources(NAME), order)
-
-
-def test_no_function_definitions_in_notebook():
-    nb = nbformat.read(paths.notebooks_dir() / f"{NAME}.ipynb", as_version=4)
-    assert not any("def " in c.source for c in nb.cells if c.cell_type == "code")
 
 
 def test_sharper_checkpoint_exports_like_any(run10):
