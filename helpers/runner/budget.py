@@ -82,9 +82,9 @@ def ablation_arms(params: dict[str, Any]) -> int:
 
 
 def _polyp_train(params: dict[str, Any], n_polyps: int) -> int:
-    """Polyp training images of notebook 09 (its share of the sources, 4 flips if written)."""
-    flips = FLIPS if params.get("polyp_flips") else 1
-    return int(n_polyps * float(params.get("polyp_train_share", 0.5))) * flips
+    """Polyp training images of notebooks 09 and 10: their share of the source frames, each in its
+    4 flips (synthetic_eval.load_splits flips them in memory, as the healthy training images)."""
+    return int(n_polyps * float(params.get("polyp_train_share", 0.5))) * FLIPS
 
 
 def training_images(
