@@ -123,9 +123,8 @@ def test_budget_counts_the_sharper_training():
     params = {"sharp_epochs": 0, "gen_epochs": 3, "polyp_train_share": 0.5, "polyp_flips": True}
     assert budget.training_images("10", params, 648, 60, faithful_epochs=6) == 6 * 648 + 3 * 30 * 4
     assert budget.training_images("10", {**params, "sharp_epochs": 2}, 648, 60, 6) == 2 * 648 + 360
-    assert budget.classifier_images("10", {"clf_epochs": 5, "polyp_train_share": 0.5}, 648, 60) == (
-        4 * 30 * 5
-    )
+    clf = {"clf_epochs": 5, "polyp_train_share": 0.5}  # 30 polyp sources in their 4 flips
+    assert budget.classifier_images("10", clf, 648, 60) == 4 * 120 * 5
 
 
 def test_closing_text_says_when_a_lower_fd_comes_with_less_variety():
