@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -86,8 +87,9 @@ def quick_run(tmp_path_factory):
     return run_dir, base
 
 
+@functools.cache
 def _pdf_text(pdf) -> str:
-    """Text of a PDF (pdftotext, UTF-8)."""
+    """Text of a PDF (pdftotext, UTF-8; read once per file for the module's tests)."""
     out = subprocess.run(["pdftotext", "-enc", "UTF-8", str(pdf), "-"], capture_output=True)
     return out.stdout.decode("utf-8")
 

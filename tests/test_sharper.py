@@ -120,7 +120,7 @@ def test_checkpoint_without_norm_key_resumes(tmp_path):
 
 def test_budget_counts_the_sharper_training():
     """Notebook 10 trains 03's epochs (unless sharp_epochs) on 03's images, then its polyp model."""
-    params = {"sharp_epochs": 0, "gen_epochs": 3, "polyp_train_share": 0.5, "polyp_flips": True}
+    params = {"sharp_epochs": 0, "gen_epochs": 3, "polyp_train_share": 0.5}
     assert budget.training_images("10", params, 648, 60, faithful_epochs=6) == 6 * 648 + 3 * 30 * 4
     assert budget.training_images("10", {**params, "sharp_epochs": 2}, 648, 60, 6) == 2 * 648 + 360
     clf = {"clf_epochs": 5, "polyp_train_share": 0.5}  # 30 polyp sources in their 4 flips

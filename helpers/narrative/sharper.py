@@ -137,10 +137,10 @@ def closing_text(
     anomaly: pd.DataFrame,
     paired: pd.DataFrame,
     embedded: bool,
-    quality: pd.DataFrame | None = None,
+    quality: pd.DataFrame,
 ) -> str:
-    """What this run's numbers say: which goals were met, what the samples cover (with `quality`,
-    Table S14), and the price for anomaly detection."""
+    """What this run's numbers say: which goals were met, the price for anomaly detection, and what
+    the samples cover (`quality`: Table S14)."""
     met = goals.index[goals["met"] == "yes"].tolist()
     missed = goals.index[goals["met"] == "no"].tolist()
     polyp_gain = _gain(paired, POLYPS, "PSNR")
@@ -156,8 +156,7 @@ def closing_text(
         + (": here the faithful model is the better detector." if s_auc < f_auc
            else ": here the sharper model separates them no worse.")
     )  # fmt: skip
-    if quality is not None:
-        text += coverage_text(quality)
+    text += coverage_text(quality)
     if embedded:
         text += (
             " These numbers come from the embedded Kvasir-like frames; with `--profile cpu` or "
