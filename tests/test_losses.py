@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import Normal, kl_divergence
 
-from helpers.model.losses import bce_sum, kld, mse_sum, recon_loss, vae_loss
+from helpers.core.similarity import ssim
+from helpers.model.losses import bce_sum, kld, mse_sum, recon_loss, ssim_sum, vae_loss
 
 
 def test_kld_hand_computed():
@@ -79,3 +80,30 @@ def test_vae_loss_combines_terms_and_rejects_unknown_kind():
     assert total.item() == pytest.approx(rec.item() + 0.5 * kl.item(), rel=1e-6)
     with pytest.raises(ValueError, match="loss='l1'"):
         vae_loss("l1", logits, target, mu, logvar)
+
+
+def test_ssim_term_is_zero_for_a_perfect_image_and_on_the_summed_scale():
+    """ssim_sum: 0 where sigmoid(logits) is the target, else (1 - SSIM) x values, summed."""
+    gen = torch.Generator().manual_seed(0)
+    target = torch.rand(3, 3, 32, 32, generator=gen) * 0.9 + 0.05
+    assert float(ssim_sum(torch.logit(target), target)) == pytest.approx(0.0, abs=1e-2)
+    logits = torch.randn(3, 3, 32, 32, generator=gen)
+    per_image = 1.0 - ssim(torch.sigmoid(logits), target)
+    assert float(ssim_sum(logits, target)) == pytest.approx(3 * 32 * 32 * float(per_image.sum()))
+    assert float(ssim_sum(logits, target)) > 0
+
+
+def test_vae_loss_adds_the_weighted_ssim_term_with_a_finite_gradient():
+    """ssim_weight w: total and recon grow by exactly w * ssim_sum; 0 leaves the paper's loss."""
+    gen = torch.Generator().manual_seed(1)
+    logits = torch.randn(2, 3, 24, 24, generator=gen, requires_grad=True)
+    target = torch.rand(2, 3, 24, 24, generator=gen)
+    mu, logvar = torch.randn(2, 6, generator=gen), torch.randn(2, 6, generator=gen)
+    total0, rec0, kl0 = vae_loss("mse", logits, target, mu, logvar, beta=0.3)
+    total, rec, kl = vae_loss("mse", logits, target, mu, logvar, beta=0.3, ssim_weight=0.5)
+    extra = 0.5 * ssim_sum(logits, target)
+    assert float(rec) == pytest.approx(float(rec0 + extra), rel=1e-6)
+    assert float(total) == pytest.approx(float(total0 + extra), rel=1e-6)
+    assert float(kl) == float(kl0)
+    total.backward()
+    assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0

@@ -65,7 +65,8 @@ def test_sharper_checkpoint_exports_like_any(run10):
     run, _ = run10
     model, meta = load_model(run.checkpoint(SHARP_CHECKPOINT))
     assert model.config == EndoVAEConfig(latent_dim=8, norm="both")
-    assert (meta["train_config"]["loss"], meta["train_config"]["beta"]) == ("mse", 0.3)
+    saved = meta["train_config"]
+    assert (saved["loss"], saved["beta"], saved["ssim_weight"]) == ("mse", 0.3, 0.03)
     faithful = TrainConfig.from_dict(load_model(run.checkpoint("mse"))[1]["train_config"])
     sharp = TrainConfig.from_dict(meta["train_config"])
     same = ("epochs", "batch_size", "lr", "lr_cooldown", "init", "seed")
@@ -77,7 +78,9 @@ def test_sharper_checkpoint_exports_like_any(run10):
 def test_tables_and_results(run10):
     run, out = run10
     found = read_results(run.root, "10")
-    assert found["variant"] == {"latent_dim": 8, "norm": "both", "loss": "mse", "beta": 0.3}
+    assert found["variant"] == {
+        "latent_dim": 8, "norm": "both", "loss": "mse", "beta": 0.3, "ssim_weight": 0.03
+    }  # fmt: skip
     assert found["time_ratio"] > 0
     assert set(found["anomaly_auc"]) == {"faithful", "sharper"}
     assert set(found["synthetic_auc"]) == {"faithful synthetic", "sharper synthetic"}

@@ -103,17 +103,21 @@ def test_short_training_reconstructs_better_than_the_faithful_model():
 
 
 def test_checkpoint_without_norm_key_resumes(tmp_path):
-    """Checkpoints written before `norm` existed are the paper's network and still resume."""
+    """Checkpoints written before `norm` and `ssim_weight` existed are the paper's network and
+    loss, and still resume; an SSIM term is a different loss and does not."""
     images = _frames(8, 2)
     path = tmp_path / "old.pt"
     cfg = TrainConfig(epochs=1, batch_size=8, precision="fp32", checkpoint_every=0)
     fit(images, cfg, checkpoint_path=path, device="cpu", progress=False)
     state = read_checkpoint(path)
     del state["model_config"]["norm"]
+    del state["train_config"]["ssim_weight"]
     torch.save(state, path)
     more = TrainConfig(epochs=2, batch_size=8, precision="fp32", checkpoint_every=0)
     assert trained_on(path, images, more.to_dict(), EndoVAEConfig())
     assert not trained_on(path, images, more.to_dict(), EndoVAEConfig(latent_dim=32))
+    other_loss = TrainConfig(epochs=2, batch_size=8, precision="fp32", ssim_weight=0.03)
+    assert not trained_on(path, images, other_loss.to_dict(), EndoVAEConfig())
     result = fit(images, more, checkpoint_path=path, device="cpu", progress=False)
     assert result.resumed_from_epoch == 1 and len(result.history) == 2
 

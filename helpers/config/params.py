@@ -154,6 +154,7 @@ RULES: dict[str, Rule] = {
     "lr": above(0.0),
     "lr_cooldown": between(0.0, 1.0),
     "beta": at_least(float, 0.0),
+    "ssim_weight": at_least(float, 0.0),
     "checkpoint_every": at_least(int, 0),
     "resume": FLAG,
     "max_train_images": at_least(int, 0),
@@ -201,6 +202,7 @@ RULES: dict[str, Rule] = {
     "sharp_loss": one_of(RECON_LOSSES),
     "sharp_epochs": at_least(int, 0),
     "sharp_beta": at_least(float, 0.0),
+    "sharp_ssim": at_least(float, 0.0),
 }
 
 _COMMON = ("run_dir", "seed", "device")
@@ -236,7 +238,7 @@ SCHEMAS: dict[str, tuple[str, ...]] = {
     ),
     "10_sharper_vae": (
         *_COMMON, "precision", "compile", "sharp_latent", "sharp_norm", "sharp_loss",
-        "sharp_beta", "sharp_epochs", "n_show", "polyp_train_share", "polyp_init", "gen_epochs",
+        "sharp_beta", "sharp_ssim", "sharp_epochs", "n_show", "polyp_train_share", "polyp_init", "gen_epochs",
         "gen_batch_size", "gen_lr", "clf_epochs", "clf_lr", "clf_batch_size", "weights",
         "clf_input_size", "n_boot", "fid_weights",
     ),

@@ -23,6 +23,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from helpers.core import stats
 from helpers.core.reference import ORIGINAL_METRICS
+from helpers.core.similarity import as_float_pair, ssim
 from helpers.data.kvasir import SYNTHETIC_STAMP, read_source_record
 from helpers.data.processed import to_tensor
 from helpers.train.infer import reconstruct
@@ -31,79 +32,12 @@ METRICS = ("psnr", "ssim")
 METRIC_LABELS = {"psnr": "PSNR", "ssim": "SSIM"}
 
 
-def _as_float_pair(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Check two image batches have the same N x C x H x W shape; return them as fp32."""
-    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
-        raise TypeError("x and y must be torch tensors (N x C x H x W, values in [0, 1])")
-    if x.shape != y.shape:
-        raise ValueError(
-            f"x and y must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}"
-        )
-    if x.ndim != 4:
-        raise ValueError(f"x and y must be N x C x H x W, got shape {tuple(x.shape)}")
-    return x.float(), y.float()
-
-
 def psnr(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
     """Peak signal-to-noise ratio in dB per image (inf where the images are identical)."""
-    x, y = _as_float_pair(x, y)
+    x, y = as_float_pair(x, y)
     wide = torch.float32 if x.device.type == "mps" else torch.float64  # MPS has no float64
     mse = (x.to(wide) - y.to(wide)).pow(2).flatten(1).mean(dim=1)
     return (10.0 * torch.log10(data_range**2 / mse)).float()
-
-
-def gaussian_window(win_size: int = 11, sigma: float = 1.5) -> torch.Tensor:
-    """Normalised 1-D Gaussian window of `win_size` taps (odd) and standard deviation `sigma`."""
-    if win_size < 1 or win_size % 2 == 0:
-        raise ValueError(f"win_size={win_size}: must be a positive odd integer")
-    if sigma <= 0:
-        raise ValueError(f"sigma={sigma}: must be positive")
-    r = torch.arange(win_size, dtype=torch.float64) - (win_size - 1) / 2
-    g = torch.exp(-0.5 * (r / sigma) ** 2)
-    return (g / g.sum()).float()
-
-
-def _band_matrix(size: int, window: torch.Tensor) -> torch.Tensor:
-    """(size - k + 1) x size matrix whose rows are the window shifted by one: a 'valid' 1-D conv."""
-    k = window.numel()
-    out = torch.zeros(size - k + 1, size, dtype=window.dtype, device=window.device)
-    for i in range(size - k + 1):
-        out[i, i : i + k] = window
-    return out
-
-
-def _filter_valid(images: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
-    """Separable filtering of every channel, 'valid' region only (two banded matmuls)."""
-    rows = _band_matrix(images.shape[-2], window)
-    cols = _band_matrix(images.shape[-1], window)
-    return rows @ images @ cols.T
-
-
-def ssim(
-    x: torch.Tensor,
-    y: torch.Tensor,
-    data_range: float = 1.0,
-    win_size: int = 11,
-    sigma: float = 1.5,
-    k1: float = 0.01,
-    k2: float = 0.03,
-) -> torch.Tensor:
-    """Structural similarity per image (Gaussian window, fp32, mean over valid region and channels)."""
-    x, y = _as_float_pair(x, y)
-    if min(x.shape[-2:]) < win_size:
-        raise ValueError(
-            f"images of size {tuple(x.shape[-2:])} are smaller than win_size={win_size}"
-        )
-    window = gaussian_window(win_size, sigma).to(x.device)
-    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
-    n, c = x.shape[:2]
-    stacked = torch.cat([x, y, x * x, y * y, x * y], dim=1)
-    filtered = _filter_valid(stacked, window).reshape(n, 5, c, -1)
-    mu_x, mu_y, xx, yy, xy = filtered.unbind(dim=1)
-    var_x, var_y, cov = xx - mu_x**2, yy - mu_y**2, xy - mu_x * mu_y
-    num = (2 * mu_x * mu_y + c1) * (2 * cov + c2)
-    den = (mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2)
-    return (num / den).mean(dim=-1).mean(dim=-1)
 
 
 def _to_nhwc_numpy(images: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -146,7 +80,7 @@ def ssim_skimage(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> n
 
 def image_metrics(x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> pd.DataFrame:
     """PSNR and SSIM of each image pair (x: originals, y: reconstructions), in batches."""
-    x, y = _as_float_pair(x, y)
+    x, y = as_float_pair(x, y)
     rows = {"psnr": [], "ssim": []}
     for start in range(0, len(x), batch_size):
         a, b = x[start : start + batch_size], y[start : start + batch_size]

@@ -2,7 +2,9 @@
 
 Each function returns one scalar: the sum over every image (and pixel, or latent unit) of the
 batch. Reconstruction losses take the decoder's *logits* so BCE stays finite when the sigmoid
-saturates; they are computed in fp32 whatever the autocast dtype.
+saturates; they are computed in fp32 whatever the autocast dtype. The optional SSIM term (not the
+paper's; the sharper model of Section 12) is on the same summed scale: (1 - SSIM) per image times
+its number of values.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import math
 
 import torch
 import torch.nn.functional as F
+
+from helpers.core.similarity import ssim
 
 RECON_LOSSES = ("mse", "bce", "sigma")
 SIGMA_FLOOR = math.exp(-12.0)  # lowest sigma^2 of the sigma-VAE loss (log sigma >= -6, as Rybkin)
@@ -42,6 +46,13 @@ def sigma_nll_sum(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 0.5 * target.numel() * torch.log(2 * math.pi * var) + sq / (2 * var)
 
 
+def ssim_sum(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(1 - SSIM) of sigmoid(logits) against target per image, times its C*H*W values, summed
+    (the summed MSE's scale: 0 for a perfect image, at most 2 * C*H*W per image)."""
+    images = torch.sigmoid(logits.float())
+    return target[0].numel() * (1.0 - ssim(images, target.float())).sum()
+
+
 def recon_loss(kind: str, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Reconstruction loss by name: "mse", "bce" or "sigma" (sigma-VAE)."""
     if kind == "mse":
@@ -60,8 +71,12 @@ def vae_loss(
     mu: torch.Tensor,
     logvar: torch.Tensor,
     beta: float = 1.0,
+    ssim_weight: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Return (total, recon, kld) with total = recon + beta * kld (beta=1: the paper's loss)."""
+    """Return (total, recon, kld) with total = recon + beta * kld (beta=1: the paper's loss), plus
+    ssim_weight * ssim_sum when ssim_weight > 0 (it is part of `recon` then)."""
     rec = recon_loss(kind, logits, target)
+    if ssim_weight:
+        rec = rec + ssim_weight * ssim_sum(logits, target)
     kl = kld(mu, logvar)
     return rec + beta * kl, rec, kl

@@ -47,7 +47,14 @@ from helpers.core.runtime import get_device
 from helpers.data.images import PNG_COMPRESS_LEVEL
 from helpers.model.endovae import EndoVAE, EndoVAEConfig, count_parameters
 from helpers.train.checkpoint import read_checkpoint
-from helpers.train.fit import RESUMABLE_CHANGES, TrainConfig, data_fingerprint, fit, same_images
+from helpers.train.fit import (
+    RESUMABLE_CHANGES,
+    TrainConfig,
+    data_fingerprint,
+    fit,
+    same_images,
+    saved_train_config,
+)
 from helpers.train.infer import decode, images_to_tensor, to_uint8_nhwc
 
 MANIFEST_NAME = "manifest.csv"
@@ -433,11 +440,13 @@ def train_class_model(
     loss: str = "mse",
     model_config: EndoVAEConfig | None = None,
     beta: float = 1.0,
+    ssim_weight: float = 0.0,
 ):
     """Train (or resume) one EndoVAE on one class's training images with `fit` (Adam; MSE unless
     `loss` says otherwise); `init_from` starts it from another model's weights (fine-tuning)."""
     tcfg = TrainConfig(loss=loss, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                       checkpoint_every=max(1, epochs // 4), precision=precision, beta=beta)  # fmt: skip
+                       checkpoint_every=max(1, epochs // 4), precision=precision, beta=beta,
+                       ssim_weight=ssim_weight)  # fmt: skip
     path = Path(checkpoint_path)
     return fit(
         images, tcfg, model_config=model_config, checkpoint_path=path,
@@ -465,7 +474,7 @@ def trained_on(
         return False
     if model_config is not None and EndoVAEConfig(**state["model_config"]) != model_config:
         return False
-    saved = state.get("train_config") or {}
+    saved = saved_train_config(state)
     keys = [k for k in (train_config or {}) if k not in RESUMABLE_CHANGES]
     return all(saved.get(k) == train_config[k] for k in keys)
 

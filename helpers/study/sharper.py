@@ -9,6 +9,8 @@ nothing else uses it) is chosen by measurement (the notebook's table gives the f
     beta        0.3: the KL term of the paper's loss weighted by 0.3
     loss        the paper's summed MSE; "sigma" (the sigma-VAE's likelihood with the batch's own
                 variance, Rybkin et al. 2021) reconstructs sharper still but samples worse
+    ssim        0.03: a term 0.03 * (1 - SSIM) * pixels per image added to the summed MSE
+                (helpers.model.losses.ssim_sum), which the pixel loss alone never rewards
 
 Everything else is notebook 03's: the same training images, epochs, batch, Adam learning rate
 and schedule, init and seed, with the same trainer (precision, checkpoints, resume). For the
@@ -53,6 +55,7 @@ class Variant:
     norm: str
     loss: str
     beta: float = 1.0
+    ssim_weight: float = 0.0
 
     def model_config(self) -> EndoVAEConfig:
         """The sharper network (errors name a bad latent_dim or norm)."""
@@ -65,7 +68,8 @@ class Variant:
         )
         loss = {"sigma": "sigma-VAE loss"}.get(self.loss, f"{self.loss.upper()} loss")
         beta = f", β = {self.beta:g}" if self.beta != 1 else ""
-        return f"latent {self.latent_dim}, {norm}, {loss}{beta}"
+        ssim = f" + {self.ssim_weight:g} SSIM term" if self.ssim_weight else ""
+        return f"latent {self.latent_dim}, {norm}, {loss}{ssim}{beta}"
 
 
 def faithful_settings(paths: RunPaths, images: np.ndarray) -> tuple[dict, TrainConfig]:
@@ -85,11 +89,12 @@ def faithful_settings(paths: RunPaths, images: np.ndarray) -> tuple[dict, TrainC
 def sharp_config(
     faithful: TrainConfig, variant: Variant, epochs: int, precision: str, compile: bool
 ):
-    """Notebook 03's TrainConfig with the sharper loss and beta (and `epochs` when > 0)."""
+    """Notebook 03's TrainConfig with the sharper loss, beta and SSIM term (and `epochs` when > 0)."""
     values = {
         **faithful.to_dict(),
         "loss": variant.loss,
         "beta": variant.beta,
+        "ssim_weight": variant.ssim_weight,
         "precision": precision,
         "compile": compile,
     }
@@ -209,6 +214,7 @@ def sharp_class_models(
         images, "polyps (sharper)", paths.checkpoint(SHARP_POLYPS), epochs=epochs,
         batch_size=batch_size, lr=lr, seed=seed, device=device, precision=precision,
         init_from=init, loss=variant.loss, model_config=variant.model_config(), beta=variant.beta,
+        ssim_weight=variant.ssim_weight,
     )  # fmt: skip
     return {
         "healthy": {"checkpoint": sharp_checkpoint, "how": "this section's sharper model"},
@@ -272,6 +278,7 @@ def results(
             "norm": variant.norm,
             "loss": variant.loss,
             "beta": variant.beta,
+            "ssim_weight": variant.ssim_weight,
         },  # fmt: skip
         "time_ratio": time_ratio(settings),
         "metrics": {

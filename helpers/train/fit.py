@@ -76,6 +76,7 @@ class TrainConfig:
         "pytorch"  # weight init (helpers.model.endovae.INIT_SCHEMES); the paper's code: PyTorch's
     )
     lr_cooldown: float = 0.0  # last share of the steps with lr falling linearly to 0; 0: constant
+    ssim_weight: float = 0.0  # weight of an SSIM term in the loss (helpers.model.losses); 0: paper
 
     def __post_init__(self) -> None:
         """Validate every field; errors name the parameter."""
@@ -172,11 +173,18 @@ def history_frame(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(list(rows), columns=list(HISTORY_COLUMNS))
 
 
+OLDER_DEFAULTS = {"init": "pytorch", "lr_cooldown": 0.0, "ssim_weight": 0.0}  # keys added later
+
+
+def saved_train_config(state: dict) -> dict:
+    """A checkpoint's training settings, with the defaults of keys older checkpoints lack."""
+    return {**OLDER_DEFAULTS, **(state.get("train_config") or {})}
+
+
 def _config_mismatch(state: dict, tcfg: TrainConfig, mcfg: EndoVAEConfig) -> list[str]:
     """Differences (as 'name: saved -> requested') that forbid resuming from `state`."""
     diffs = []
-    older = {"init": "pytorch", "lr_cooldown": 0.0}  # defaults of keys older checkpoints lack
-    saved_t = {**older, **state.get("train_config", {})}
+    saved_t = saved_train_config(state)
     wanted_t = tcfg.to_dict()
     for key in wanted_t:
         if key not in RESUMABLE_CHANGES and saved_t.get(key) != wanted_t[key]:
@@ -501,7 +509,9 @@ def fit(
 
         def step(target: torch.Tensor):
             """Loss of one batch (the target doubles as the input)."""
-            return forward(model, target, target, tcfg.loss, tcfg.beta, prec.amp_dtype)
+            return forward(
+                model, target, target, tcfg.loss, tcfg.beta, prec.amp_dtype, tcfg.ssim_weight
+            )
 
         model.train()
         scaler = torch.amp.GradScaler(dev.type, enabled=prec.needs_scaler)
