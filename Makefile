@@ -35,8 +35,12 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 report: setup
 	$(PY) -m helpers.run --profile $(PROFILE) $(ARGS)
 
+# Two pytest-xdist workers, one file each at a time, the end-to-end run first (tests/conftest.py
+# pins each worker to its own cores): the quick run overlaps the other files. TEST_WORKERS=0: serial.
+TEST_WORKERS ?= 2
+
 test: setup
-	$(PY) -m pytest $(ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(ARGS)
 
 lint: setup
 	$(PY) -m ruff check $(LINT_PATHS)

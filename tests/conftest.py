@@ -12,8 +12,30 @@ from helpers.core import paths
 
 
 def pytest_configure(config) -> None:
-    """Keep measured precision speeds of the tests out of the user's cache (kernels inherit it)."""
+    """Keep measured precision speeds of the tests out of the user's cache (kernels inherit it);
+    under pytest-xdist, give each worker its own cores."""
     os.environ["ENDOVAE_CACHE_DIR"] = tempfile.mkdtemp(prefix="endovae-test-cache-")
+    _own_cores(os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get("PYTEST_XDIST_WORKER_COUNT"))
+
+
+def _own_cores(worker: str | None, count: str | None) -> None:
+    """Pin xdist worker gwI of N (and the kernels and runners it starts) to every N-th core from
+    the I-th, with as many OpenMP threads: two workers on two cores then each train on one core
+    instead of stalling each other's threads. Nothing without xdist or with fewer cores."""
+    if not worker or not count or not hasattr(os, "sched_setaffinity"):
+        return
+    cores, index, n = sorted(os.sched_getaffinity(0)), int(worker.removeprefix("gw")), int(count)
+    if len(cores) < n:
+        return
+    mine = set(cores[index::n])
+    os.sched_setaffinity(0, mine)
+    os.environ["OMP_NUM_THREADS"] = str(len(mine))
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """The end-to-end module first: under `make test` (`-n 2 --dist loadfile`) its quick run then
+    overlaps every other file on the second worker instead of trailing them."""
+    items.sort(key=lambda item: item.nodeid.split("::")[0] != "tests/test_e2e.py")
 
 
 @pytest.fixture

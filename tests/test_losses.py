@@ -101,9 +101,9 @@ def test_vae_loss_adds_the_weighted_ssim_term_with_a_finite_gradient():
     mu, logvar = torch.randn(2, 6, generator=gen), torch.randn(2, 6, generator=gen)
     total0, rec0, kl0 = vae_loss("mse", logits, target, mu, logvar, beta=0.3)
     total, rec, kl = vae_loss("mse", logits, target, mu, logvar, beta=0.3, ssim_weight=0.5)
-    extra = 0.5 * ssim_sum(logits, target)
-    assert float(rec) == pytest.approx(float(rec0 + extra), rel=1e-6)
-    assert float(total) == pytest.approx(float(total0 + extra), rel=1e-6)
-    assert float(kl) == float(kl0)
+    extra = 0.5 * ssim_sum(logits, target).item()
+    assert rec.item() == pytest.approx(rec0.item() + extra, rel=1e-6)
+    assert total.item() == pytest.approx(total0.item() + extra, rel=1e-6)
+    assert kl.item() == kl0.item()
     total.backward()
     assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0

@@ -62,14 +62,14 @@ class Variant:
         return EndoVAEConfig(latent_dim=self.latent_dim, norm=self.norm)
 
     def words(self) -> str:
-        """One line for tables and prose."""
+        """One line for tables and prose (short enough for a table cell: no ellipsis)."""
         norm = {"both": "BatchNorm", "encoder": "BatchNorm in the encoder"}.get(
             self.norm, "no norm"
         )
-        loss = {"sigma": "sigma-VAE loss"}.get(self.loss, f"{self.loss.upper()} loss")
+        name = {"sigma": "sigma-VAE"}.get(self.loss, self.loss.upper())
+        loss = f"{name} + {self.ssim_weight:g} SSIM" if self.ssim_weight else f"{name} loss"
         beta = f", β = {self.beta:g}" if self.beta != 1 else ""
-        ssim = f" + {self.ssim_weight:g} SSIM term" if self.ssim_weight else ""
-        return f"latent {self.latent_dim}, {norm}, {loss}{ssim}{beta}"
+        return f"latent {self.latent_dim}, {norm}, {loss}{beta}"
 
 
 def faithful_settings(paths: RunPaths, images: np.ndarray) -> tuple[dict, TrainConfig]:
