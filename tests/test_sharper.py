@@ -9,13 +9,14 @@ import pandas as pd
 import pytest
 import torch
 
+from helpers.core.paths import RunPaths
 from helpers.data.frames import generate_frame
 from helpers.model.endovae import EndoVAE, EndoVAEConfig, count_parameters
 from helpers.model.losses import SIGMA_FLOOR, mse_sum, recon_loss, sigma_nll_sum
 from helpers.narrative.sharper import coverage_text
 from helpers.runner import budget
 from helpers.study.generate import trained_on
-from helpers.study.sharper import Variant
+from helpers.study.sharper import Variant, sharp_config, train_sharp
 from helpers.train.checkpoint import read_checkpoint
 from helpers.train.fit import TrainConfig, fit
 from helpers.train.infer import reconstruct
@@ -151,3 +152,23 @@ def test_the_shipped_variant_fits_one_table_cell():
     assert words == "latent 32, BatchNorm, MSE + 0.03 SSIM, β = 0.3"
     assert len(words) <= 50
     assert Variant(6, "none", "mse").words() == "latent 6, no norm, MSE loss"
+
+
+def test_a_sharper_checkpoint_of_other_settings_is_trained_over(tmp_path):
+    """Notebook 10 after a change of sharp_* (e.g. an earlier run without the SSIM term): the old
+    checkpoint is not resumed (fit would refuse it) but replaced; the same settings resume."""
+    run, images = RunPaths(tmp_path / "run").ensure(), _frames(8, 3)
+    cfg = TrainConfig(epochs=1, batch_size=8, precision="fp32", checkpoint_every=0)
+    old = Variant(8, "both", "mse", 0.3)
+    train_sharp(run, images, _sharp(cfg, old), old, "cpu")
+    new = Variant(8, "both", "mse", 0.3, 0.03)
+    result = train_sharp(run, images, _sharp(cfg, new), new, "cpu")
+    assert result.resumed_from_epoch == 0
+    assert read_checkpoint(run.checkpoint("sharp"))["train_config"]["ssim_weight"] == 0.03
+    again = train_sharp(run, images, _sharp(cfg, new), new, "cpu")
+    assert again.resumed_from_epoch == 1
+
+
+def _sharp(faithful: TrainConfig, variant: Variant) -> TrainConfig:
+    """Notebook 10's config for `variant` on top of `faithful` (fp32, no compile)."""
+    return sharp_config(faithful, variant, 0, "fp32", False)

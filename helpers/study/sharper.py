@@ -106,11 +106,14 @@ def sharp_config(
 def train_sharp(
     paths: RunPaths, images: np.ndarray, config: TrainConfig, variant: Variant, device
 ) -> TrainResult:
-    """Train (or resume) the sharper healthy model on notebook 03's images."""
+    """Train the sharper healthy model on notebook 03's images; resume its checkpoint only when
+    it holds these images and settings (one of other settings, e.g. an earlier sharp_ssim, is
+    trained over, as notebook 09 does with its class models)."""
+    path = paths.checkpoint(SHARP_CHECKPOINT)
     return fit(
-        images, config, model_config=variant.model_config(),
-        checkpoint_path=paths.checkpoint(SHARP_CHECKPOINT),
+        images, config, model_config=variant.model_config(), checkpoint_path=path,
         history_path=paths.history(SHARP_CHECKPOINT), device=device, desc="sharper EndoVAE",
+        resume=trained_on(path, images, config.to_dict(), variant.model_config()),
     )  # fmt: skip
 
 
