@@ -46,6 +46,27 @@ def test_expected_time_counts_the_classifier_notebooks(profile, tmp_path):
     assert with_clf - without == pytest.approx(clf / 100.0)
 
 
+def test_estimate_before_notebook_01_counts_the_data_folder(tmp_path):
+    """Before notebook 01 has run, a data folder's own images per class size the estimate (it
+    used to assume Kvasir v1's 500 per class for any folder: 680 min for a 21-min run)."""
+    root = tmp_path / "kvasir"
+    for name, n in (
+        ("normal-cecum", 5),
+        ("normal-pylorus", 6),
+        ("normal-z-line", 9),
+        ("polyps", 7),
+    ):
+        (root / name).mkdir(parents=True)
+        for i in range(n):
+            (root / name / f"{i}.jpg").write_bytes(b"")
+    params = {"data_dir": str(root), "healthy_test_fraction": 0.25}
+    empty = tmp_path / "run" / "data" / "processed"
+    assert budget.healthy_train_images(params, empty) == int(20 * 4 * 0.75)
+    assert budget.polyp_sources(params, empty) == 7
+    unreadable = {"data_dir": str(tmp_path / "missing"), "healthy_test_fraction": 0.25}
+    assert budget.polyp_sources(unreadable, empty) == budget.KVASIR_V1_PER_CLASS
+
+
 def test_classifier_images_follow_epochs_and_sizes():
     base = {"clf_epochs": 10, "n_clf_train": 200, "polyp_train_share": 0.5}
     assert budget.classifier_images("07", base, 5400, 500) == 2 * 2 * 200 * 10

@@ -8,16 +8,20 @@ the notebooks are laid out on the lanes in the order the runner starts them.
 
 from __future__ import annotations
 
-from pathlib import Path
+import zipfile
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pandas as pd
 import torch
 
-from helpers.core.classes import HEALTHY_CLASSES
+from helpers.config.params import DATA_ALIASES, DATA_KEYWORDS
+from helpers.core import paths
+from helpers.core.classes import HEALTHY_CLASSES, POLYP_CLASS
 from helpers.core.lanes import makespan, threads_per_job, upstream
 from helpers.core.paths import RunPaths
 from helpers.core.runtime import PrecisionChoice, get_device
+from helpers.data import kvasir
 from helpers.evaluate import classifier
 from helpers.train.fit import measure_images_per_s, training_precision
 
@@ -39,6 +43,7 @@ REPORT_SECONDS = 20  # merging the executed notebooks and two xelatex passes
 # The rest of a notebook on a lane with fewer threads (imports and plots use one core anyway).
 LANE_SLOWDOWN = 1.3
 KVASIR_V1_PER_CLASS = 500
+DOWNLOAD_PER_CLASS = {"v1": KVASIR_V1_PER_CLASS, "v2": 1000}  # the pinned official archives
 FLIPS = 4
 
 
@@ -50,10 +55,61 @@ def _manifest(processed: Path) -> pd.DataFrame | None:
     return pd.read_csv(manifest, usecols=["group", "split", "source_id"])
 
 
-def _per_class(params: dict[str, Any]) -> int:
-    """Raw frames per class: n_per_class for the embedded data, else Kvasir v1's 500."""
-    embedded = not str(params.get("data_dir", "")).strip()
-    return int(params.get("n_per_class", 60)) if embedded else KVASIR_V1_PER_CLASS
+def zip_class_counts(zip_path: Path) -> dict[str, int]:
+    """Images per class folder of a Kvasir-style zip, found as kvasir.find_class_dirs finds them
+    in its extraction, read from the archive's directory (nothing is extracted)."""
+    with zipfile.ZipFile(zip_path) as zf:
+        names = [PurePosixPath(n) for n in zf.namelist() if not n.endswith("/")]
+    images: dict[PurePosixPath, int] = {}
+    for name in names:
+        if name.suffix.lower() in kvasir.IMAGE_SUFFIXES and not name.name.startswith("."):
+            images[name.parent] = images.get(name.parent, 0) + 1
+    folders = {p for n in names for p in n.parents}
+    top = sorted(p for p in folders if len(p.parts) == 1 and not p.name.startswith("."))
+    top = [p for p in top if p.name not in ("__MACOSX",)]
+    root = PurePosixPath(".")
+    named = [root / v for v in kvasir.VERSION_FOLDERS if root / v in folders]
+    others = [p for p in top if p not in named]
+    nested = [p / v for p in others for v in kvasir.VERSION_FOLDERS if p / v in folders]
+    candidates = [root, *named, *others, *nested]
+    score = [sum((c / k) in folders for k in kvasir.ALL_CLASSES) for c in candidates]
+    best = candidates[score.index(max(score))] if candidates and max(score) else None
+    if best is None:
+        return {}
+    return {k: images.get(best / k, 0) for k in kvasir.ALL_CLASSES if (best / k) in folders}
+
+
+def source_class_counts(params: dict[str, Any]) -> tuple[dict[str, int], str] | None:
+    """Images per class of notebook 01's data source and its name; None when unreadable (notebook
+    01 then says why) or unknown."""
+    spec = str(params.get("data_dir", "")).strip()
+    word = spec.lower()
+    if word in DATA_ALIASES or not spec:
+        n = params.get("n_per_class", 60)
+        return {k: int(n) for k in kvasir.ALL_CLASSES}, f"the embedded data (n_per_class={n})"
+    if word in DATA_KEYWORDS:
+        version = word.partition(":")[2] or "v1"
+        n = DOWNLOAD_PER_CLASS.get(version, 500)
+        return {k: n for k in kvasir.ALL_CLASSES}, f"Kvasir {version} ({n} per class)"
+    path = paths.resolve_user_path(spec)
+    try:
+        if path.is_file():
+            counts = zip_class_counts(path)
+        else:
+            counts = {
+                k: len(kvasir.list_images(d)) for k, d in kvasir.find_class_dirs(path).items()
+            }
+    except (OSError, ValueError, zipfile.BadZipFile):
+        return None
+    if POLYP_CLASS not in counts:
+        return None
+    return counts, f"data_dir {paths.display_path(path)}"
+
+
+def _class_counts(params: dict[str, Any]) -> dict[str, int]:
+    """Raw frames per class of notebook 01's source (Kvasir v1's 500 each when it is unreadable)."""
+    found = source_class_counts(params)
+    return found[0] if found else dict.fromkeys(kvasir.ALL_CLASSES, KVASIR_V1_PER_CLASS)
 
 
 def healthy_train_images(params: dict[str, Any], processed: Path) -> int:
@@ -62,7 +118,8 @@ def healthy_train_images(params: dict[str, Any], processed: Path) -> int:
     if frame is not None:
         return int(((frame["group"] == "normal") & (frame["split"] == "train")).sum())
     share = 1.0 - float(params.get("healthy_test_fraction", 0.1))
-    return int(len(HEALTHY_CLASSES) * _per_class(params) * FLIPS * share)
+    counts = _class_counts(params)
+    return int(sum(counts.get(k, 0) for k in HEALTHY_CLASSES) * FLIPS * share)
 
 
 def polyp_sources(params: dict[str, Any], processed: Path) -> int:
@@ -70,7 +127,7 @@ def polyp_sources(params: dict[str, Any], processed: Path) -> int:
     frame = _manifest(processed)
     if frame is not None:
         return int(frame.loc[frame["group"] == "polyps", "source_id"].nunique())
-    return _per_class(params)
+    return _class_counts(params).get(POLYP_CLASS, 0)
 
 
 def ablation_arms(params: dict[str, Any]) -> int:

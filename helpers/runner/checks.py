@@ -13,28 +13,24 @@ from __future__ import annotations
 
 import functools
 import math
-import zipfile
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
 
-from helpers.config.params import DATA_ALIASES, DATA_KEYWORDS
 from helpers.core import paths
 from helpers.core.classes import HEALTHY_CLASSES, NORMAL_GROUP, POLYP_CLASS, POLYP_GROUP
 from helpers.core.runtime import get_device
-from helpers.data import kvasir
 from helpers.model.endovae import EndoVAE, EndoVAEConfig
-from helpers.runner.budget import FLIPS, KVASIR_V1_PER_CLASS, healthy_train_images
+from helpers.runner.budget import FLIPS, healthy_train_images, source_class_counts
 
 try:  # a dependency of ipykernel, so normally present; /proc/meminfo otherwise
     import psutil
 except ImportError:  # pragma: no cover
     psutil = None
 
-DOWNLOAD_PER_CLASS = {"v1": KVASIR_V1_PER_CLASS, "v2": 1000}  # the pinned official archives
 IMAGE_BYTES = 3 * 96 * 96  # one uint8 training image held on the device
 # Training memory per image of a batch, as a multiple of the distinct layer outputs of one
 # forward pass (7.0 MB per 96x96 image for the paper's EndoVAE). Measured (peak RSS, CPU fp32, one
@@ -58,57 +54,6 @@ class DataCounts:
     healthy_train: int
     healthy_test: int
     where: str  # "the manifest of notebook 01" or "data_dir ..." (for the messages)
-
-
-def zip_class_counts(zip_path: Path) -> dict[str, int]:
-    """Images per class folder of a Kvasir-style zip, found as kvasir.find_class_dirs finds them
-    in its extraction, read from the archive's directory (nothing is extracted)."""
-    with zipfile.ZipFile(zip_path) as zf:
-        names = [PurePosixPath(n) for n in zf.namelist() if not n.endswith("/")]
-    images: dict[PurePosixPath, int] = {}
-    for name in names:
-        if name.suffix.lower() in kvasir.IMAGE_SUFFIXES and not name.name.startswith("."):
-            images[name.parent] = images.get(name.parent, 0) + 1
-    folders = {p for n in names for p in n.parents}
-    top = sorted(p for p in folders if len(p.parts) == 1 and not p.name.startswith("."))
-    top = [p for p in top if p.name not in ("__MACOSX",)]
-    root = PurePosixPath(".")
-    named = [root / v for v in kvasir.VERSION_FOLDERS if root / v in folders]
-    others = [p for p in top if p not in named]
-    nested = [p / v for p in others for v in kvasir.VERSION_FOLDERS if p / v in folders]
-    candidates = [root, *named, *others, *nested]
-    score = [sum((c / k) in folders for k in kvasir.ALL_CLASSES) for c in candidates]
-    best = candidates[score.index(max(score))] if candidates and max(score) else None
-    if best is None:
-        return {}
-    return {k: images.get(best / k, 0) for k in kvasir.ALL_CLASSES if (best / k) in folders}
-
-
-def source_class_counts(params: dict[str, Any]) -> tuple[dict[str, int], str] | None:
-    """Images per class of notebook 01's data source and its name; None when unreadable (notebook
-    01 then says why) or unknown."""
-    spec = str(params.get("data_dir", "")).strip()
-    word = spec.lower()
-    if word in DATA_ALIASES or not spec:
-        n = params.get("n_per_class", 60)
-        return {k: int(n) for k in kvasir.ALL_CLASSES}, f"the embedded data (n_per_class={n})"
-    if word in DATA_KEYWORDS:
-        version = word.partition(":")[2] or "v1"
-        n = DOWNLOAD_PER_CLASS.get(version, 500)
-        return {k: n for k in kvasir.ALL_CLASSES}, f"Kvasir {version} ({n} per class)"
-    path = paths.resolve_user_path(spec)
-    try:
-        if path.is_file():
-            counts = zip_class_counts(path)
-        else:
-            counts = {
-                k: len(kvasir.list_images(d)) for k, d in kvasir.find_class_dirs(path).items()
-            }
-    except (OSError, ValueError, zipfile.BadZipFile):
-        return None
-    if POLYP_CLASS not in counts:
-        return None
-    return counts, f"data_dir {paths.display_path(path)}"
 
 
 def predicted_counts(params: dict[str, Any]) -> DataCounts | None:
