@@ -238,9 +238,9 @@ SCHEMAS: dict[str, tuple[str, ...]] = {
     ),
     "10_sharper_vae": (
         *_COMMON, "precision", "compile", "sharp_latent", "sharp_norm", "sharp_loss",
-        "sharp_beta", "sharp_ssim", "sharp_epochs", "n_show", "polyp_train_share", "polyp_init", "gen_epochs",
-        "gen_batch_size", "gen_lr", "clf_epochs", "clf_lr", "clf_batch_size", "weights",
-        "clf_input_size", "n_boot", "fid_weights",
+        "sharp_beta", "sharp_ssim", "sharp_epochs", "n_show", "polyp_train_share", "polyp_init",
+        "gen_epochs", "gen_batch_size", "gen_lr", "clf_epochs", "clf_lr", "clf_batch_size",
+        "weights", "clf_input_size", "n_boot", "fid_weights",
     ),
 }  # fmt: skip
 

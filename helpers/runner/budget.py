@@ -8,6 +8,7 @@ the notebooks are laid out on the lanes in the order the runner starts them.
 
 from __future__ import annotations
 
+import math
 import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -89,7 +90,7 @@ def source_class_counts(params: dict[str, Any]) -> tuple[dict[str, int], str] | 
         return {k: int(n) for k in kvasir.ALL_CLASSES}, f"the embedded data (n_per_class={n})"
     if word in DATA_KEYWORDS:
         version = word.partition(":")[2] or "v1"
-        n = DOWNLOAD_PER_CLASS.get(version, 500)
+        n = DOWNLOAD_PER_CLASS.get(version, KVASIR_V1_PER_CLASS)
         return {k: n for k in kvasir.ALL_CLASSES}, f"Kvasir {version} ({n} per class)"
     path = paths.resolve_user_path(spec)
     try:
@@ -106,6 +107,13 @@ def source_class_counts(params: dict[str, Any]) -> tuple[dict[str, int], str] | 
     return counts, f"data_dir {paths.display_path(path)}"
 
 
+def healthy_split(counts: dict[str, int], share: float) -> tuple[int, int]:
+    """(training, held-out) healthy images notebook 01 writes from `counts` source frames per
+    class: each class rounds its share of held-out sources as preprocess does, all in 4 flips."""
+    test = {k: int(math.floor(share * counts[k] + 0.5)) for k in HEALTHY_CLASSES if k in counts}
+    return FLIPS * sum(counts[k] - test[k] for k in test), FLIPS * sum(test.values())
+
+
 def _class_counts(params: dict[str, Any]) -> dict[str, int]:
     """Raw frames per class of notebook 01's source (Kvasir v1's 500 each when it is unreadable)."""
     found = source_class_counts(params)
@@ -117,9 +125,7 @@ def healthy_train_images(params: dict[str, Any], processed: Path) -> int:
     frame = _manifest(processed)
     if frame is not None:
         return int(((frame["group"] == "normal") & (frame["split"] == "train")).sum())
-    share = 1.0 - float(params.get("healthy_test_fraction", 0.1))
-    counts = _class_counts(params)
-    return int(sum(counts.get(k, 0) for k in HEALTHY_CLASSES) * FLIPS * share)
+    return healthy_split(_class_counts(params), float(params.get("healthy_test_fraction", 0.1)))[0]
 
 
 def polyp_sources(params: dict[str, Any], processed: Path) -> int:

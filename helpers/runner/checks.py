@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,10 +20,15 @@ import pandas as pd
 import torch
 
 from helpers.core import paths
-from helpers.core.classes import HEALTHY_CLASSES, NORMAL_GROUP, POLYP_CLASS, POLYP_GROUP
+from helpers.core.classes import NORMAL_GROUP, POLYP_CLASS, POLYP_GROUP
 from helpers.core.runtime import get_device
 from helpers.model.endovae import EndoVAE, EndoVAEConfig
-from helpers.runner.budget import FLIPS, healthy_train_images, source_class_counts
+from helpers.runner.budget import (
+    FLIPS,
+    healthy_split,
+    healthy_train_images,
+    source_class_counts,
+)
 
 try:  # a dependency of ipykernel, so normally present; /proc/meminfo otherwise
     import psutil
@@ -62,14 +66,13 @@ def predicted_counts(params: dict[str, Any]) -> DataCounts | None:
     if found is None:
         return None
     counts, where = found
-    share = float(params.get("healthy_test_fraction", 0.1))
-    test = {k: int(math.floor(share * counts[k] + 0.5)) for k in HEALTHY_CLASSES if k in counts}
+    train, test = healthy_split(counts, float(params.get("healthy_test_fraction", 0.1)))
     polyps = counts[POLYP_CLASS]
     return DataCounts(
         polyp_sources=polyps,
         polyp_images=polyps * (FLIPS if params.get("polyp_flips") else 1),
-        healthy_train=FLIPS * sum(counts[k] - test[k] for k in test),
-        healthy_test=FLIPS * sum(test.values()),
+        healthy_train=train,
+        healthy_test=test,
         where=where,
     )
 
