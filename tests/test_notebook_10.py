@@ -8,12 +8,14 @@ from conftest import run_notebook
 from test_notebooks_05_07 import _fake_run, _outputs_text, _sources, assert_in_order
 
 from helpers.core import paths
+from helpers.core.fingerprint import file_digest
 from helpers.core.results import read_results
 from helpers.data.processed import load_split
 from helpers.model.endovae import EndoVAEConfig
 from helpers.study.generate import load_model
 from helpers.study.sharper import SHARP_CHECKPOINT, SHARP_POLYPS
 from helpers.train.fit import TrainConfig, fit
+from helpers.train.prior import load as load_prior
 
 NAME = "10_sharper_vae"
 TINY = {
@@ -79,11 +81,19 @@ def test_tables_and_results(run10):
     run, out = run10
     found = read_results(run.root, "10")
     assert found["variant"] == {
-        "latent_dim": 8, "norm": "both", "loss": "mse", "beta": 0.3, "ssim_weight": 0.03
+        "latent_dim": 8, "norm": "both", "loss": "mse", "beta": 0.3, "ssim_weight": 0.03,
+        "prior": "fitted",
     }  # fmt: skip
     assert found["time_ratio"] > 0
     assert set(found["anomaly_auc"]) == {"faithful", "sharper"}
-    assert set(found["synthetic_auc"]) == {"faithful synthetic", "sharper synthetic"}
+    assert set(found["synthetic_auc"]) == {
+        "faithful synthetic", "sharper synthetic", "faithful synthetic, fitted prior",
+        "sharper synthetic, fitted prior",
+    }  # fmt: skip
+    assert {"faithful model, fitted prior", "sharper model, fitted prior"} <= set(found["fd"])
+    for name in ("mse", SHARP_CHECKPOINT, "gen_polyps", SHARP_POLYPS):  # each model's own prior
+        prior = load_prior(run.checkpoint(name).with_suffix(".prior.json"))
+        assert prior.checkpoint_sha256 == file_digest(run.checkpoint(name))
     goals = pd.read_csv(run.tables / "table19_sharper_goals.csv", index_col=0)
     assert len(goals) == 5 and set(goals["met"]) <= {"yes", "no"}
     metrics = pd.read_csv(run.tables / "table15_sharper_metrics.csv", index_col=0)
@@ -92,6 +102,7 @@ def test_tables_and_results(run10):
         assert (run.figures / fig).is_file()
     text = _outputs_text(out)
     assert "goals" in text and "reconstruction-error AUC" in text
+    assert "fitted to each model's training latents" in text
 
 
 def test_refuses_a_faithful_model_on_other_images(tmp_path):

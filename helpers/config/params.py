@@ -26,7 +26,7 @@ import numpy as np
 
 from helpers.core import paths
 from helpers.core.runtime import DEVICE_CHOICES, PRECISIONS
-from helpers.model.endovae import INIT_SCHEMES, NORMS
+from helpers.model.endovae import INIT_SCHEMES, NORMS, PRIORS
 from helpers.model.losses import RECON_LOSSES
 
 # data_dir values that name a data source instead of a path; "synthetic" / "embedded" are the
@@ -203,6 +203,7 @@ RULES: dict[str, Rule] = {
     "sharp_epochs": at_least(int, 0),
     "sharp_beta": at_least(float, 0.0),
     "sharp_ssim": at_least(float, 0.0),
+    "sharp_prior": one_of(PRIORS),
 }
 
 _COMMON = ("run_dir", "seed", "device")
@@ -238,7 +239,7 @@ SCHEMAS: dict[str, tuple[str, ...]] = {
     ),
     "10_sharper_vae": (
         *_COMMON, "precision", "compile", "sharp_latent", "sharp_norm", "sharp_loss",
-        "sharp_beta", "sharp_ssim", "sharp_epochs", "n_show", "polyp_train_share", "polyp_init",
+        "sharp_beta", "sharp_ssim", "sharp_prior", "sharp_epochs", "n_show", "polyp_train_share", "polyp_init",
         "gen_epochs", "gen_batch_size", "gen_lr", "clf_epochs", "clf_lr", "clf_batch_size",
         "weights", "clf_input_size", "n_boot", "fid_weights",
     ),

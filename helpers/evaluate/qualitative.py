@@ -7,6 +7,7 @@ notebook reports for `results/05.json`.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
@@ -18,6 +19,7 @@ from helpers.evaluate import quality
 from helpers.evaluate.metrics import plateau_check, recon_stats, sample_stats
 from helpers.model.endovae import EndoVAE
 from helpers.train.infer import decode_samples, reconstruct
+from helpers.train.prior import LatentPrior
 from helpers.train.trained import result_key
 
 N_SAMPLES, GRID_SIDE = 9, 3  # generated images per model, shown as a 3 x 3 grid
@@ -92,8 +94,10 @@ def sample_quality(
     sample_seed: int = 0,
     seed: int = 0,
     device: str | torch.device = "cpu",
+    priors: Mapping[str, LatentPrior] | None = None,
 ) -> pd.DataFrame:
-    """Table S11: prior samples of each model against the held-out healthy frames.
+    """Table S11: prior samples of each model against the held-out healthy frames; `priors`
+    {label: fitted latent prior} adds a row "<label> model, fitted prior" per model (same eps).
 
     The feature extractor (helpers.evaluate.quality) learns from the healthy training frames and
     their Kvasir classes; the real frames are split into halves by source frame (the floor), and
@@ -111,6 +115,8 @@ def sample_quality(
     n = quality.frames_needed(len(real))
     samples = {f"{label} model": decode_samples(m, n, seed=sample_seed)
                for label, m in models.items()}  # fmt: skip
+    for label, prior in (priors or {}).items():
+        samples[fitted_label(label)] = decode_samples(models[label], n, sample_seed, prior=prior)
     table = quality.quality_table(
         extractor, to_tensor(real), samples, seed=seed, groups=rows["source_id"].tolist()
     )
@@ -118,6 +124,11 @@ def sample_quality(
         real=f"{len(real)} {split} healthy frames", sources=rows["source_id"].nunique()
     )
     return table
+
+
+def fitted_label(label: str) -> str:
+    """Row name of a model's samples through its fitted latent prior."""
+    return f"{label} model, fitted prior"
 
 
 def reconstruction_grid(

@@ -65,6 +65,9 @@ class EndoVAEConfig:
 
 
 NORMS = ("none", "encoder", "both")
+# How z is drawn for generation: N(0, I), the prior of the loss, or a Gaussian fitted to the
+# training latents afterwards (helpers.train.prior).
+PRIORS = ("standard", "fitted")
 
 
 def _act(channels: int, batch_norm: bool) -> list[nn.Module]:

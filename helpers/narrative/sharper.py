@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pandas as pd
 
-from helpers.study.sharper import FAITHFUL, HEALTHY, POLYPS, SHARPER, time_ratio
+from helpers.study.sharper import (
+    FAITHFUL,
+    HEALTHY,
+    POLYPS,
+    SHARPER,
+    sample_label,
+    synthetic_label,
+    time_ratio,
+)
 
 GOAL_PSNR_DB, GOAL_SSIM, GOAL_TIME = 2.0, 0.08, 1.5  # the section's goal for the sharper model
 
@@ -83,13 +91,18 @@ def _gain(paired: pd.DataFrame, images: str, metric: str) -> float:
 
 
 def goal_rows(
-    settings: pd.DataFrame, paired: pd.DataFrame, quality: pd.DataFrame, synthetic: pd.DataFrame
-) -> pd.DataFrame:
-    """Each goal of the section, this run's value and whether it was met."""
+    settings: pd.DataFrame, paired: pd.DataFrame, quality: pd.DataFrame, synthetic: pd.DataFrame,
+    prior: str = "standard",
+) -> pd.DataFrame:  # fmt: skip
+    """Each goal of the section, this run's value and whether it was met: the sharper model
+    sampled through `prior`, the faithful one as the paper (and notebook 09) samples, N(0, I)."""
     fd = quality["FD"]
-    f_fd, s_fd = fd[f"{FAITHFUL} model"], fd[f"{SHARPER} model"]
+    f_fd, s_fd = fd[f"{FAITHFUL} model"], fd[sample_label(SHARPER, prior)]
     aucs = synthetic["auc"]
-    f_auc, s_auc = aucs[f"{FAITHFUL} synthetic"], aucs[f"{SHARPER} synthetic"]
+    f_auc, s_auc = (
+        aucs[synthetic_label(FAITHFUL, "standard")],
+        aucs[synthetic_label(SHARPER, prior)],
+    )
     rows = [
         (
             "PSNR gain, held-out healthy (dB)",
@@ -112,10 +125,13 @@ def goal_rows(
     )  # fmt: skip
 
 
-def coverage_text(quality: pd.DataFrame) -> str:
+def coverage_text(quality: pd.DataFrame, prior: str = "standard") -> str:
     """What precision and recall add to the FD: whether the samples look real, and how much of the
     real frames' variety they cover."""
-    rows = {m: quality.loc[f"{m} model"] for m in (FAITHFUL, SHARPER)}
+    rows = {
+        FAITHFUL: quality.loc[f"{FAITHFUL} model"],
+        SHARPER: quality.loc[sample_label(SHARPER, prior)],
+    }
     recall = {m: float(r["recall"]) for m, r in rows.items()}
     text = (
         f" Precision and recall of the samples (Table S14) add what one distance hides: precision "
@@ -138,9 +154,11 @@ def closing_text(
     paired: pd.DataFrame,
     embedded: bool,
     quality: pd.DataFrame,
+    synthetic: pd.DataFrame | None = None,
+    prior: str = "standard",
 ) -> str:
-    """What this run's numbers say: which goals were met, the price for anomaly detection, and what
-    the samples cover (`quality`: Table S14)."""
+    """What this run's numbers say: which goals were met, the price for anomaly detection, what
+    the samples cover (`quality`: Table S14) and what the fitted prior changed (Table 18)."""
     met = goals.index[goals["met"] == "yes"].tolist()
     missed = goals.index[goals["met"] == "no"].tolist()
     polyp_gain = _gain(paired, POLYPS, "PSNR")
@@ -156,10 +174,30 @@ def closing_text(
         + (": here the faithful model is the better detector." if s_auc < f_auc
            else ": here the sharper model separates them no worse.")
     )  # fmt: skip
-    text += coverage_text(quality)
+    text += coverage_text(quality, prior)
+    if prior == "fitted" and synthetic is not None:
+        text += sampler_text(quality, synthetic)
     if embedded:
         text += (
             " These numbers come from the embedded Kvasir-like frames; with `--profile cpu` or "
             "`--profile paper` the same section runs on real Kvasir."
         )
     return text
+
+
+def sampler_text(quality: pd.DataFrame, synthetic: pd.DataFrame) -> str:
+    """What sampling through each model's fitted latent prior changed, model by model."""
+    parts = []
+    for name in (FAITHFUL, SHARPER):
+        q = {p: quality.loc[sample_label(name, p)] for p in ("standard", "fitted")}
+        auc = {p: float(synthetic.loc[synthetic_label(name, p), "auc"]) for p in q}
+        parts.append(
+            f"the {name} model FD {float(q['standard']['FD']):.1f} -> {float(q['fitted']['FD']):.1f}, "
+            f"recall {float(q['standard']['recall']):.2f} -> {float(q['fitted']['recall']):.2f}, "
+            f"train-on-synthetic AUC {auc['standard']:.3f} -> {auc['fitted']:.3f}"
+        )
+    return (
+        " Sampling z from a Gaussian fitted to each model's training latents instead of N(0, I) "
+        f"(Tables S14 and 18) gives {parts[0]}; {parts[1]}. The sharper model's goals above use "
+        "its fitted prior; the faithful model's use N(0, I), as the paper and notebook 09 sample."
+    )

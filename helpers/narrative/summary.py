@@ -10,7 +10,7 @@ from typing import Any
 
 from helpers.core.reference import ORIGINAL_EPOCHS, ORIGINAL_METRICS, PAPER_SYNTHETIC_AUC
 from helpers.data.kvasir import ignored_text
-from helpers.study.sharper import Variant
+from helpers.study.sharper import Variant, sample_label, synthetic_label
 
 SUMMARY_HEADING = "## 13. Summary"
 METRICS = (("psnr", "PSNR"), ("ssim", "SSIM"))
@@ -250,14 +250,19 @@ def sharper_paragraph(found: dict[str, Any]) -> list[str]:
         return []
     gain = {m: row["mean sharper - faithful"] for m, row in healthy.items()}
     fd, auc = found.get("fd", {}), found.get("synthetic_auc", {})
-    variant = Variant(**found["variant"]).words() if found.get("variant") else "opt-in"
+    variant = Variant(**found["variant"]) if found.get("variant") else None
+    prior = variant.prior if variant else "standard"
+    through = " (sampled through its fitted latent prior)" if prior == "fitted" else ""
+    nan = float("nan")
     return [
-        f"The sharper EndoVAE of Section 12 ({variant}) against the faithful model on held-out healthy "
+        f"The sharper EndoVAE of Section 12 ({variant.words() if variant else 'opt-in'}) against "
+        "the faithful model on held-out healthy "
         f"frames: PSNR {gain['PSNR']:+.2f} dB, SSIM {gain['SSIM']:+.3f}, at "
-        f"{found.get('time_ratio', float('nan')):.2f}x the training time; sample FD "
-        f"{fd.get('sharper model', float('nan')):.2f} against {fd.get('faithful model', float('nan')):.2f}; "
-        f"train-on-synthetic AUC {auc.get('sharper synthetic', float('nan')):.3f} against "
-        f"{auc.get('faithful synthetic', float('nan')):.3f}."
+        f"{found.get('time_ratio', nan):.2f}x the training time; sample FD{through} "
+        f"{fd.get(sample_label('sharper', prior), nan):.2f} against "
+        f"{fd.get('faithful model', nan):.2f}; train-on-synthetic AUC "
+        f"{auc.get(synthetic_label('sharper', prior), nan):.3f} against "
+        f"{auc.get('faithful synthetic', nan):.3f}."
     ]
 
 

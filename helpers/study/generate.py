@@ -1,12 +1,13 @@
 """Synthetic endoscopy frames from a trained EndoVAE: generation, safetensors export, class models.
 
     python -m helpers.generate --checkpoint PATH --n N --out DIR [--seed S] [--temperature T]
-        [--class NAME] [--batch-size B] [--device D]
+        [--prior FILE] [--class NAME] [--batch-size B] [--device D]
 
 writes N 96x96 PNGs `<class>_<index>.png` and `manifest.csv` (file, class, seed, index, z,
 temperature, checkpoint_sha256) into DIR. The latent of frame i is `temperature * eps_i` with
 eps_i ~ N(0, I) drawn from numpy's generator seeded by (seed, i), so every frame depends only on
-the checkpoint, the seed, the temperature and its index. Frames are decoded in blocks of
+the checkpoint, the seed, the temperature and its index. `--prior FILE` (a fitted latent prior of
+that checkpoint, helpers.train.prior) maps each latent into its Gaussian: mean + L @ z. Frames are decoded in blocks of
 `batch_size` aligned to the index, every PNG and the manifest are written atomically (temp name
 + rename), and `generate.json` records the settings first: a rerun after a crash (even SIGKILL)
 decodes only the blocks with missing frames and ends with the same files as an uninterrupted
@@ -56,11 +57,14 @@ from helpers.train.fit import (
     saved_train_config,
 )
 from helpers.train.infer import decode, images_to_tensor, to_uint8_nhwc
+from helpers.train.prior import LatentPrior
+from helpers.train.prior import load as load_prior
 
 MANIFEST_NAME = "manifest.csv"
 STAMP_NAME = "generate.json"
 MANIFEST_COLUMNS = ("file", "class", "seed", "index", "z", "temperature", "checkpoint_sha256")
-STAMP_KEYS = ("checkpoint_sha256", "seed", "temperature", "class")
+STAMP_KEYS = ("checkpoint_sha256", "seed", "temperature", "class", "prior")
+STAMP_DEFAULTS = {"prior": "N(0, I)"}  # what a stamp written before the key existed means
 CLASS_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
 TEMP_RE = re.compile(r"^\..+\.tmp$")
 CARD_SUFFIX = ".card.json"
@@ -186,6 +190,14 @@ def latents(indices: Any, latent_dim: int, seed: int, temperature: float = 1.0) 
     return torch.from_numpy(z * temperature).float()
 
 
+def block_latents(
+    indices: Any, latent_dim: int, seed: int, temperature: float, prior: LatentPrior | None
+) -> torch.Tensor:
+    """`latents`, mapped into a fitted prior's Gaussian when there is one."""
+    z = latents(indices, latent_dim, seed, temperature)
+    return z if prior is None else prior.transform(z)
+
+
 def decode_uint8(model: EndoVAE, z: torch.Tensor) -> np.ndarray:
     """Decode latents (one batch) to uint8 N x H x W x 3 images (rounded)."""
     return to_uint8_nhwc(decode(model, z, batch_size=max(1, len(z)))).numpy()
@@ -197,12 +209,16 @@ def z_text(z: torch.Tensor) -> str:
 
 
 def synthesize(
-    model: EndoVAE, n: int, seed: int = 0, temperature: float = 1.0, batch_size: int = 64
-) -> np.ndarray:
+    model: EndoVAE, n: int, seed: int = 0, temperature: float = 1.0, batch_size: int = 64,
+    prior: LatentPrior | None = None,
+) -> np.ndarray:  # fmt: skip
     """n synthetic frames as uint8 N x H x W x 3 (the same pixels `generate_images` writes)."""
     blocks = [
         decode_uint8(
-            model, latents(range(s, min(n, s + batch_size)), _dim(model), seed, temperature)
+            model,
+            block_latents(
+                range(s, min(n, s + batch_size)), _dim(model), seed, temperature, prior
+            ),  # fmt: skip
         )
         for s in range(0, n, batch_size)
     ]
@@ -265,7 +281,8 @@ def check_folder(out: Path, stamp: dict) -> tuple[dict | None, pd.DataFrame]:
             f"out={str(out)!r}: holds files that helpers.study.generate did not write "
             f"(e.g. {foreign[0]!r}); choose an empty or new folder"
         )
-    diffs = [f"{k}: {old.get(k)!r} -> {stamp[k]!r}" for k in STAMP_KEYS if old.get(k) != stamp[k]]
+    diffs = [f"{k}: {old.get(k, STAMP_DEFAULTS.get(k))!r} -> {stamp[k]!r}" for k in STAMP_KEYS
+             if old.get(k, STAMP_DEFAULTS.get(k)) != stamp[k]]  # fmt: skip
     if diffs:
         raise UsageError(
             f"out={str(out)!r}: holds frames generated with other settings ({'; '.join(diffs)}); "
@@ -313,16 +330,20 @@ def generate_images(
     device: str | torch.device = "cpu",
     replace: bool = False,
     progress: bool = True,
+    prior: str | os.PathLike | None = None,
 ) -> pd.DataFrame:
     """Write n frames + manifest into `out` (resuming a partial run); return the manifest.
 
-    With `replace=True` frames this tool made with other settings are deleted first.
+    With `replace=True` frames this tool made with other settings are deleted first. `prior`: a
+    fitted latent prior file of this checkpoint (helpers.train.prior); None samples N(0, I).
     """
     checkpoint, out = Path(checkpoint), Path(out)
     model, meta = load_model(checkpoint, get_device(str(device)))
     name = class_name or (meta.get("extra") or {}).get("class") or default_class(checkpoint)
     check_params(n, seed, temperature, batch_size, name)
     stamp = {"checkpoint_sha256": file_digest(checkpoint), "seed": int(seed)}
+    fitted = checked_prior(prior, model, stamp["checkpoint_sha256"])
+    stamp["prior"] = STAMP_DEFAULTS["prior"] if fitted is None else f"fitted {fitted.digest()}"
     stamp.update({"temperature": float(temperature), "class": name, "batch_size": batch_size})
     stamp["checkpoint"] = str(checkpoint)
     try:
@@ -338,7 +359,23 @@ def generate_images(
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / STAMP_NAME, json.dumps(stamp, indent=1))
     block = int((old or stamp)["batch_size"])  # blocks stay aligned across resumed runs
-    return _fill(model, out, manifest, n, block, stamp, progress)
+    return _fill(model, out, manifest, n, block, stamp, progress, fitted)
+
+
+def checked_prior(
+    path: str | os.PathLike | None, model: EndoVAE, sha256: str
+) -> LatentPrior | None:
+    """The prior file at `path` (None: none), refused when it was fitted for another checkpoint."""
+    if path is None:
+        return None
+    fitted = load_prior(path)
+    if fitted.latent_dim != _dim(model):
+        raise UsageError(f"prior={str(path)!r}: {fitted.latent_dim} latent values, the model has "
+                         f"{_dim(model)}")  # fmt: skip
+    if fitted.checkpoint_sha256 and fitted.checkpoint_sha256 != sha256:
+        raise UsageError(f"prior={str(path)!r}: fitted for another checkpoint (SHA-256 "
+                         f"{fitted.checkpoint_sha256[:12]}..., this one {sha256[:12]}...)")  # fmt: skip
+    return fitted
 
 
 def check_count(out: Path, manifest: pd.DataFrame, n: int) -> None:
@@ -358,7 +395,8 @@ def _remove_temp_files(out: Path) -> None:
                 path.unlink(missing_ok=True)
 
 
-def _fill(model, out: Path, manifest: pd.DataFrame, n: int, block: int, stamp: dict, progress):
+def _fill(model, out: Path, manifest: pd.DataFrame, n: int, block: int, stamp: dict, progress,
+          prior: LatentPrior | None = None):  # fmt: skip
     """Decode the blocks holding missing frames; write PNGs, then the manifest, per block."""
     from tqdm.auto import tqdm
 
@@ -377,7 +415,7 @@ def _fill(model, out: Path, manifest: pd.DataFrame, n: int, block: int, stamp: d
             if not todo:
                 continue
             idx = list(range(start, min(n, start + block)))
-            z = latents(idx, _dim(model), stamp["seed"], stamp["temperature"])
+            z = block_latents(idx, _dim(model), stamp["seed"], stamp["temperature"], prior)
             images = decode_uint8(model, z)
             for i, image, zi in zip(idx, images, z, strict=True):
                 if i in todo:
@@ -493,6 +531,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="output folder (new, empty, or its own)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the latents (default 0)")
     parser.add_argument("--temperature", type=float, default=1.0, help="latent scale (default 1)")
+    parser.add_argument(
+        "--prior",
+        default=None,
+        help="fitted latent prior file of the checkpoint (default: N(0, I))",
+    )
     parser.add_argument("--class", dest="class_name", default=None,
                         help="class label and file prefix (default: from the file)")  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=64, help="frames per decoded block")
@@ -515,7 +558,7 @@ def main(argv: list[str] | None = None) -> int:
         manifest = generate_images(
             args.checkpoint, args.n, args.out, seed=args.seed, temperature=args.temperature,
             class_name=args.class_name, batch_size=args.batch_size, device=args.device,
-            progress=not args.quiet,
+            progress=not args.quiet, prior=args.prior,
         )  # fmt: skip
     except (UsageError, ValueError) as exc:
         _one_line_error(str(exc).splitlines()[0])

@@ -16,6 +16,11 @@ Everything else is notebook 03's: the same training images, epochs, batch, Adam 
 and schedule, init and seed, with the same trainer (precision, checkpoints, resume). For the
 train-on-synthetic test a polyp model of each kind is fine-tuned (or trained) with notebook 09's
 settings; both pairs generate the same number of frames and train one classifier each.
+
+    prior       "fitted": the sharper model also samples from a Gaussian fitted to its training
+                latents (helpers.train.prior), since at beta 0.3 they fill only part of N(0, I);
+                the faithful model's samples through its own fitted prior are shown beside, so the
+                tables tell the sampler's share from the network's
 """
 
 from __future__ import annotations
@@ -35,12 +40,15 @@ from helpers.core.plots import show_grid
 from helpers.core.stats import anomaly_auc, auc_bootstrap_ci
 from helpers.data.processed import flipped_variants, to_tensor
 from helpers.evaluate.metrics import extended_table, paired_table
+from helpers.evaluate.qualitative import fitted_label
 from helpers.model.endovae import EndoVAE, EndoVAEConfig, count_parameters
 from helpers.study import synthetic_eval as se
 from helpers.study.generate import load_model, train_class_model, trained_on
 from helpers.train.checkpoint import read_checkpoint
 from helpers.train.fit import TrainConfig, TrainResult, fit
 from helpers.train.infer import decode, reconstruct
+from helpers.train.prior import LatentPrior
+from helpers.train.prior import load as load_prior
 
 FAITHFUL, SHARPER = "faithful", "sharper"
 HEALTHY, POLYPS = "healthy (held-out)", "polyps (held-out)"
@@ -56,6 +64,7 @@ class Variant:
     loss: str
     beta: float = 1.0
     ssim_weight: float = 0.0
+    prior: str = "standard"  # how its samples' z are drawn (helpers.model.endovae.PRIORS)
 
     def model_config(self) -> EndoVAEConfig:
         """The sharper network (errors name a bad latent_dim or norm)."""
@@ -149,13 +158,36 @@ def time_ratio(table: pd.DataFrame) -> float:
     return float(seconds[SHARPER] / seconds[FAITHFUL])
 
 
-def same_z_figure(models: Mapping[str, EndoVAE], n: int, seed: int, path) -> None:
-    """Figure 19: n prior samples per model, each from the same seeded standard-normal draws."""
+def same_z_figure(
+    models: Mapping[str, EndoVAE], n: int, seed: int, path,
+    priors: Mapping[str, LatentPrior] | None = None,
+) -> None:  # fmt: skip
+    """Figure 19: n prior samples per model, each from the same seeded standard-normal draws, and
+    a row per fitted prior (the same draws mapped into its Gaussian)."""
     gen = torch.Generator().manual_seed(seed)
     widest = max(m.config.latent_dim for m in models.values())
     z = torch.randn(n, widest, generator=gen)  # the first latent_dim coordinates of one draw
-    rows = [decode(m, z[:, : m.config.latent_dim].contiguous()) for m in models.values()]
-    show_grid(torch.cat(rows), n, path=path, row_labels=[f"{k} model" for k in models])
+    rows, labels = [], []
+    for name, model in models.items():
+        eps = z[:, : model.config.latent_dim].contiguous()
+        rows.append(decode(model, eps))
+        labels.append(f"{name} model")
+        if name in (priors or {}):
+            rows.append(decode(model, priors[name].transform(eps)))
+            labels.append(fitted_label(name))
+    show_grid(torch.cat(rows), n, path=path, row_labels=labels)
+
+
+def fitted_priors(
+    paths: RunPaths, splits: se.Splits, sharp_checkpoint: Path, prior: str, device
+) -> dict[str, LatentPrior]:
+    """{faithful, sharper}: each healthy model's latent prior fitted to its training frames
+    (written beside its checkpoint), or {} when `prior` is "standard"."""
+    if prior == "standard":
+        return {}
+    checkpoints = {FAITHFUL: paths.checkpoint("mse"), SHARPER: sharp_checkpoint}
+    return {name: load_prior(se.fitted_prior(ckpt, splits.healthy_train, device))
+            for name, ckpt in checkpoints.items()}  # fmt: skip
 
 
 def recon_figure(models: Mapping[str, EndoVAE], sets: Mapping[str, np.ndarray], n: int, path):
@@ -232,7 +264,8 @@ def synthetic_comparison(
     n_boot: int,
 ) -> pd.DataFrame:  # fmt: skip
     """Table 18: a synthetic-only classifier per pair of class models (faithful: notebook 09's,
-    reused when it ran with these `gen` settings; sharper: trained here), on the same test frames.
+    reused when it ran with these `gen` settings; sharper: trained here), on the same test frames;
+    with the variant's prior "fitted", each pair once more through its models' fitted priors.
 
     gen: epochs, batch_size, lr, polyp_init of the polyp models; clf: weights, input_size,
     epochs, lr, batch_size of the classifiers (notebook 09's parameters)."""
@@ -243,12 +276,24 @@ def synthetic_comparison(
     }
     out_root = paths.root / "synthetic_compare"
     sets = {}
-    for name, models in pairs.items():
-        frames = se.generate_sets(models, splits, out_root / name, seed=seed, device=device,
-                                  progress=False)  # fmt: skip
-        sets[f"{name} synthetic"] = se.training_sets(splits, frames, seed)["synthetic only"]
+    for sampler in ("standard", *(["fitted"] if variant.prior == "fitted" else [])):
+        for name, models in pairs.items():
+            frames = se.generate_sets(models, splits, out_root / sampler / name, seed=seed,
+                                      device=device, progress=False, prior=sampler)  # fmt: skip
+            label = synthetic_label(name, sampler)
+            sets[label] = se.training_sets(splits, frames, seed)["synthetic only"]
     results = se.run_experiment(sets, splits.test_set(), **clf, **common, n_boot=n_boot)
     return se.results_table(results)
+
+
+def synthetic_label(name: str, prior: str) -> str:
+    """Table 18's row of one model's synthetic frames, sampled through `prior`."""
+    return f"{name} synthetic" + (", fitted prior" if prior == "fitted" else "")
+
+
+def sample_label(name: str, prior: str) -> str:
+    """Table S14's row of one model's samples, drawn through `prior`."""
+    return fitted_label(name) if prior == "fitted" else f"{name} model"
 
 
 TABLE_FILES = {"settings": "table14_sharper_settings", "metrics": "table15_sharper_metrics",
@@ -282,6 +327,7 @@ def results(
             "loss": variant.loss,
             "beta": variant.beta,
             "ssim_weight": variant.ssim_weight,
+            "prior": variant.prior,
         },  # fmt: skip
         "time_ratio": time_ratio(settings),
         "metrics": {

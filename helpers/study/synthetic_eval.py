@@ -16,6 +16,7 @@ Intervals: 95 % percentile bootstraps over test frames (one frame per source).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 from collections.abc import Mapping, Sequence
@@ -32,6 +33,7 @@ from PIL import Image
 from helpers.core.fingerprint import file_digest
 from helpers.core.plots import grid_image, save_figure, show_grid
 from helpers.core.reference import PAPER_SYNTHETIC_AUC
+from helpers.core.runtime import get_device
 from helpers.core.stats import auc_bootstrap_ci, bootstrap_ci
 from helpers.data.processed import (
     assert_disjoint_sources,
@@ -41,15 +43,18 @@ from helpers.data.processed import (
     to_tensor,
 )
 from helpers.evaluate import classifier, quality
-from helpers.model.endovae import EndoVAE
+from helpers.model.endovae import PRIORS, EndoVAE
 from helpers.study.generate import (
     decode_uint8,
     generate_images,
     load_generated,
+    load_model,
     train_class_model,
     trained_on,
 )
 from helpers.train.checkpoint import read_checkpoint
+from helpers.train.prior import fit_latent_prior, images_digest
+from helpers.train.prior import load as load_prior
 
 ROWS = ("real only", "synthetic only", "real + synthetic")
 CLASSES = ("healthy", "polyps")
@@ -231,16 +236,36 @@ def generate_sets(
     temperature: float = 1.0,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    prior: str = "standard",
 ) -> dict[str, np.ndarray]:
-    """Frames of each model (`Splits.model_counts`) with `helpers.study.generate` into out_root/<model>/."""
-    out = {}
+    """Frames of each model (`Splits.model_counts`) with `helpers.study.generate` into
+    out_root/<model>/; `prior` "fitted" samples each model's Gaussian fitted to its own training
+    frames (`fitted_prior`), "standard" N(0, I) as the paper."""
+    if prior not in PRIORS:
+        raise ValueError(f"prior={prior!r}: expected one of {', '.join(PRIORS)}")
+    out, sets = {}, splits.generator_sets(per_healthy_class=set(models) != set(CLASSES))
     for cls, n in splits.model_counts(list(models)).items():
         info, folder = models[cls], Path(out_root) / cls
+        path = fitted_prior(info["checkpoint"], sets[cls][0], device) if prior == "fitted" else None
         generate_images(info["checkpoint"], n, folder, seed=seed, temperature=temperature,
-                        class_name=cls, device=device, replace=True, progress=progress)  # fmt: skip
+                        class_name=cls, device=device, replace=True, progress=progress,
+                        prior=path)  # fmt: skip
         images, manifest = load_generated(folder)
         out[cls] = images[manifest["index"].to_numpy() < n]
     return out
+
+
+def fitted_prior(checkpoint: str | os.PathLike, images: np.ndarray, device) -> Path:
+    """<checkpoint>.prior.json: the checkpoint's latent prior fitted to `images` (its training
+    frames), refitted unless the file already belongs to this checkpoint and these images."""
+    checkpoint = Path(checkpoint)
+    path, sha = checkpoint.with_suffix(".prior.json"), file_digest(checkpoint)
+    with contextlib.suppress(ValueError):
+        old = load_prior(path)
+        if old.checkpoint_sha256 == sha and old.images_digest == images_digest(images):
+            return path
+    model = load_model(checkpoint, get_device(str(device)))[0]
+    return fit_latent_prior(model, images, checkpoint_sha256=sha).save(path)
 
 
 # --- sample quality --------------------------------------------------------------------------------

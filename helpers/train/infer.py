@@ -149,11 +149,14 @@ def decode(model: EndoVAE, z: torch.Tensor, batch_size: int = 256) -> torch.Tens
     return torch.cat(parts) if parts else torch.zeros(0, cfg.in_channels, cfg.in_size, cfg.in_size)
 
 
-def decode_samples(model: EndoVAE, n: int, seed: int = 0, batch_size: int = 256) -> torch.Tensor:
-    """Decode n latents z ~ N(0, I) drawn from a CPU generator seeded with `seed` (float NCHW)."""
+def decode_samples(
+    model: EndoVAE, n: int, seed: int = 0, batch_size: int = 256, prior=None
+) -> torch.Tensor:
+    """Decode n latents z ~ N(0, I) drawn from a CPU generator seeded with `seed` (float NCHW);
+    `prior` (a helpers.train.prior.LatentPrior) maps each draw into its fitted Gaussian."""
     _check_count("n", n, 0)
     check("seed", seed)
     check("batch_size", batch_size)
     generator = torch.Generator().manual_seed(seed)
     z = torch.randn(n, model.config.latent_dim, generator=generator)
-    return decode(model, z, batch_size)
+    return decode(model, z if prior is None else prior.transform(z), batch_size)
