@@ -197,6 +197,7 @@ def test_sharper_section_in_the_pdf(quick_run):
     psnr = goals.loc["PSNR gain, held-out healthy (dB)", "this run"]
     assert psnr == pytest.approx(gain["mean sharper - faithful"], abs=1e-3)
     assert f"{psnr:.3f}" in text, "Table 19's PSNR gain is not in the PDF"
+    assert "sharper synthetic, fitted prior" in text, "Table 18's fitted-prior rows are missing"
 
 
 def test_no_absolute_path_of_the_machine_in_the_pdf(quick_run):

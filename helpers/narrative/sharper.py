@@ -192,9 +192,9 @@ def sampler_text(quality: pd.DataFrame, synthetic: pd.DataFrame) -> str:
         q = {p: quality.loc[sample_label(name, p)] for p in ("standard", "fitted")}
         auc = {p: float(synthetic.loc[synthetic_label(name, p), "auc"]) for p in q}
         parts.append(
-            f"the {name} model FD {float(q['standard']['FD']):.1f} -> {float(q['fitted']['FD']):.1f}, "
-            f"recall {float(q['standard']['recall']):.2f} -> {float(q['fitted']['recall']):.2f}, "
-            f"train-on-synthetic AUC {auc['standard']:.3f} -> {auc['fitted']:.3f}"
+            f"the {name} model FD {float(q['standard']['FD']):.1f} → {float(q['fitted']['FD']):.1f}, "
+            f"recall {float(q['standard']['recall']):.2f} → {float(q['fitted']['recall']):.2f}, "
+            f"train-on-synthetic AUC {auc['standard']:.3f} → {auc['fitted']:.3f}"
         )
     return (
         " Sampling z from a Gaussian fitted to each model's training latents instead of N(0, I) "
