@@ -124,3 +124,19 @@ def test_cli_prior_option_and_a_bad_file(ckpt, tmp_path, capsys):
     assert stop.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "junk.json" in err
+
+
+def test_a_safetensors_export_takes_the_prior_along(ckpt, tmp_path):
+    local = tmp_path / ckpt.name
+    local.write_bytes(ckpt.read_bytes())
+    se.fitted_prior(local, _images(6), "cpu")
+    generate.export_safetensors(local, tmp_path / "export.safetensors")
+    prior = tmp_path / "export.prior.json"
+    assert lp.load(prior).checkpoint_sha256 == file_digest(tmp_path / "export.safetensors")
+    a = generate.generate_images(local, 3, tmp_path / "a", progress=False,
+                                 prior=local.with_suffix(".prior.json"))  # fmt: skip
+    b = generate.generate_images(tmp_path / "export.safetensors", 3, tmp_path / "b",
+                                 progress=False, prior=prior)  # fmt: skip
+    assert a["z"].tolist() == b["z"].tolist()
+    pngs = sorted((tmp_path / "a").glob("*.png"))
+    assert [p.read_bytes() for p in pngs] == [(tmp_path / "b" / p.name).read_bytes() for p in pngs]

@@ -27,6 +27,7 @@ import os
 import re
 import sys
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -114,7 +115,21 @@ def export_safetensors(
     card = model_card(state, checkpoint, out_path, name, metrics)
     card_path = out_path.with_name(out_path.name.removesuffix(".safetensors") + CARD_SUFFIX)
     atomic_write_text(card_path, json.dumps(card, indent=1, default=_json_default))
+    export_prior(checkpoint, out_path)
     return card_path
+
+
+def export_prior(checkpoint: Path, out_path: Path) -> Path | None:
+    """The checkpoint's fitted latent prior (<checkpoint>.prior.json, when it belongs to it),
+    tied to the export instead, beside it as <export>.prior.json; None when there is none."""
+    source = checkpoint.with_suffix(".prior.json")
+    if not source.is_file():
+        return None
+    fitted = load_prior(source)
+    if fitted.checkpoint_sha256 != file_digest(checkpoint):
+        return None  # a prior of an earlier checkpoint under that name: not this model's
+    target = out_path.with_name(out_path.name.removesuffix(".safetensors") + ".prior.json")
+    return replace(fitted, checkpoint_sha256=file_digest(out_path)).save(target)
 
 
 def _json_default(value: Any) -> Any:
