@@ -7,7 +7,8 @@ writes N 96x96 PNGs `<class>_<index>.png` and `manifest.csv` (file, class, seed,
 temperature, checkpoint_sha256) into DIR. The latent of frame i is `temperature * eps_i` with
 eps_i ~ N(0, I) drawn from numpy's generator seeded by (seed, i), so every frame depends only on
 the checkpoint, the seed, the temperature and its index. `--prior FILE` (a fitted latent prior of
-that checkpoint, helpers.train.prior) maps each latent into its Gaussian: mean + L @ z. Frames are decoded in blocks of
+that checkpoint, helpers.train.prior) maps each latent into its Gaussian: mean + L @ z (the
+manifest's z is the one decoded, the stamp names the prior). Frames are decoded in blocks of
 `batch_size` aligned to the index, every PNG and the manifest are written atomically (temp name
 + rename), and `generate.json` records the settings first: a rerun after a crash (even SIGKILL)
 decodes only the blocks with missing frames and ends with the same files as an uninterrupted
@@ -21,13 +22,13 @@ Class-wise models (the paper trains one EndoVAE per class) come from `train_clas
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
 import re
 import sys
 import warnings
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -129,7 +130,7 @@ def export_prior(checkpoint: Path, out_path: Path) -> Path | None:
     if fitted.checkpoint_sha256 != file_digest(checkpoint):
         return None  # a prior of an earlier checkpoint under that name: not this model's
     target = out_path.with_name(out_path.name.removesuffix(".safetensors") + ".prior.json")
-    return replace(fitted, checkpoint_sha256=file_digest(out_path)).save(target)
+    return dataclasses.replace(fitted, checkpoint_sha256=file_digest(out_path)).save(target)
 
 
 def _json_default(value: Any) -> Any:
@@ -228,15 +229,10 @@ def synthesize(
     prior: LatentPrior | None = None,
 ) -> np.ndarray:  # fmt: skip
     """n synthetic frames as uint8 N x H x W x 3 (the same pixels `generate_images` writes)."""
-    blocks = [
-        decode_uint8(
-            model,
-            block_latents(
-                range(s, min(n, s + batch_size)), _dim(model), seed, temperature, prior
-            ),  # fmt: skip
-        )
-        for s in range(0, n, batch_size)
-    ]
+    blocks = []
+    for s in range(0, n, batch_size):
+        z = block_latents(range(s, min(n, s + batch_size)), _dim(model), seed, temperature, prior)
+        blocks.append(decode_uint8(model, z))
     size = model.config.in_size
     return np.concatenate(blocks) if blocks else np.zeros((0, size, size, 3), np.uint8)
 
