@@ -13,7 +13,8 @@ from helpers.core.paths import RunPaths
 from helpers.data.frames import generate_frame
 from helpers.model.endovae import EndoVAE, EndoVAEConfig, count_parameters
 from helpers.model.losses import SIGMA_FLOOR, mse_sum, recon_loss, sigma_nll_sum
-from helpers.narrative.sharper import coverage_text
+from helpers.narrative.sharper import closing_text, coverage_text, goal_rows
+from helpers.narrative.summary import sharper_paragraph
 from helpers.runner import budget
 from helpers.study.generate import trained_on
 from helpers.study.sharper import Variant, sharp_config, train_sharp
@@ -144,6 +145,54 @@ def test_closing_text_says_when_a_lower_fd_comes_with_less_variety():
     low = coverage_text(quality(0.03))
     assert "recall 0.58 and 0.03" in low and "cover much less" in low
     assert "cover much less" not in coverage_text(quality(0.5))
+
+
+@pytest.mark.parametrize("prior", ["standard", "fitted"])
+def test_goals_use_the_sharper_models_sampler_and_the_faithful_models_n01(prior):
+    """Table 19's FD and synthetic rows: the sharper model through `prior`, the faithful one
+    always through N(0, I) (notebook 09's); the closing text explains the sampler only when fitted."""
+    quality = pd.DataFrame.from_dict({
+        "faithful model": (20.0, 1.0, 0.6), "sharper model": (30.0, 0.8, 0.0),
+        "faithful model, fitted prior": (19.0, 1.0, 0.2), "sharper model, fitted prior": (10.0, 0.9, 0.3),
+    }, orient="index", columns=["FD", "precision", "recall"])  # fmt: skip
+    synthetic = pd.DataFrame({"auc": {
+        "faithful synthetic": 0.70, "sharper synthetic": 0.60,
+        "faithful synthetic, fitted prior": 0.78, "sharper synthetic, fitted prior": 0.80,
+    }})  # fmt: skip
+    settings = pd.DataFrame({"faithful": [10.0], "sharper": [12.0]}, index=["training time (s)"])
+    paired = pd.DataFrame({"images": ["healthy (held-out)"] * 2 + ["polyps (held-out)"] * 2,
+                           "metric": ["PSNR", "SSIM"] * 2,
+                           "mean sharper - faithful": [2.5, 0.09, 2.0, 0.1]})  # fmt: skip
+    goals = goal_rows(settings, paired, quality, synthetic, prior)
+    fd, auc = goals["this run"].iloc[3], goals["this run"].iloc[4]
+    fitted = prior == "fitted"
+    assert fd == pytest.approx(10.0 / 20.0 if fitted else 30.0 / 20.0)
+    assert auc == pytest.approx(0.80 - 0.70 if fitted else 0.60 - 0.70)
+    assert list(goals["met"]) == ["yes"] * 3 + (["yes", "yes"] if fitted else ["no", "no"])
+    anomaly = pd.DataFrame({"auc": {"faithful": 0.9, "sharper": 0.8}})
+    text = closing_text(goals, anomaly, paired, False, quality, synthetic, prior)
+    assert ("train-on-synthetic AUC 0.600 → 0.800" in text) == fitted
+    assert f"recall 0.60 and {0.3 if fitted else 0.0:.2f}" in text
+
+
+def test_summary_quotes_the_sharper_models_own_sampler():
+    """The report's summary line: the fitted-prior FD and AUC when the variant sampled that way,
+    the N(0, I) ones for a results file written before the prior existed (no "prior" key)."""
+    found = {
+        "variant": {"latent_dim": 32, "norm": "both", "loss": "mse", "beta": 0.3,
+                    "ssim_weight": 0.03, "prior": "fitted"},
+        "paired": [{"images": "healthy (held-out)", "metric": m, "mean sharper - faithful": v}
+                   for m, v in (("PSNR", 2.7), ("SSIM", 0.08))],
+        "time_ratio": 1.2,
+        "fd": {"faithful model": 20.0, "sharper model": 13.0, "sharper model, fitted prior": 11.0},
+        "synthetic_auc": {"faithful synthetic": 0.69, "sharper synthetic": 0.66,
+                          "sharper synthetic, fitted prior": 0.80},
+    }  # fmt: skip
+    (line,) = sharper_paragraph(found)
+    assert "fitted latent prior) 11.00 against 20.00" in line and "AUC 0.800 against 0.690" in line
+    del found["variant"]["prior"]
+    (line,) = sharper_paragraph(found)
+    assert "FD 13.00 against 20.00" in line and "AUC 0.660 against 0.690" in line
 
 
 def test_the_shipped_variant_fits_one_table_cell():
