@@ -113,10 +113,12 @@ def sample_quality(
         train, train_rows["source_class"].tolist(), fid_weights, seed, device
     )
     n = quality.frames_needed(len(real))
-    samples = {f"{label} model": decode_samples(m, n, seed=sample_seed)
+    samples = {sample_label(label, "standard"): decode_samples(m, n, seed=sample_seed)
                for label, m in models.items()}  # fmt: skip
     for label, prior in (priors or {}).items():
-        samples[fitted_label(label)] = decode_samples(models[label], n, sample_seed, prior=prior)
+        samples[sample_label(label, "fitted")] = decode_samples(
+            models[label], n, sample_seed, prior=prior
+        )
     table = quality.quality_table(
         extractor, to_tensor(real), samples, seed=seed, groups=rows["source_id"].tolist()
     )
@@ -126,9 +128,9 @@ def sample_quality(
     return table
 
 
-def fitted_label(label: str) -> str:
-    """Row name of a model's samples through its fitted latent prior."""
-    return f"{label} model, fitted prior"
+def sample_label(label: str, prior: str) -> str:
+    """Row name of a model's samples, drawn from N(0, I) ("standard") or its fitted prior."""
+    return f"{label} model" + (", fitted prior" if prior == "fitted" else "")
 
 
 def reconstruction_grid(

@@ -4,15 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from helpers.study.sharper import (
-    FAITHFUL,
-    HEALTHY,
-    POLYPS,
-    SHARPER,
-    sample_label,
-    synthetic_label,
-    time_ratio,
-)
+from helpers.evaluate.qualitative import sample_label
+from helpers.study.sharper import FAITHFUL, HEALTHY, POLYPS, SHARPER, synthetic_label, time_ratio
 
 GOAL_PSNR_DB, GOAL_SSIM, GOAL_TIME = 2.0, 0.08, 1.5  # the section's goal for the sharper model
 
@@ -97,7 +90,7 @@ def goal_rows(
     """Each goal of the section, this run's value and whether it was met: the sharper model
     sampled through `prior`, the faithful one as the paper (and notebook 09) samples, N(0, I)."""
     fd = quality["FD"]
-    f_fd, s_fd = fd[f"{FAITHFUL} model"], fd[sample_label(SHARPER, prior)]
+    f_fd, s_fd = fd[sample_label(FAITHFUL, "standard")], fd[sample_label(SHARPER, prior)]
     aucs = synthetic["auc"]
     f_auc, s_auc = (
         aucs[synthetic_label(FAITHFUL, "standard")],
@@ -129,7 +122,7 @@ def coverage_text(quality: pd.DataFrame, prior: str = "standard") -> str:
     """What precision and recall add to the FD: whether the samples look real, and how much of the
     real frames' variety they cover."""
     rows = {
-        FAITHFUL: quality.loc[f"{FAITHFUL} model"],
+        FAITHFUL: quality.loc[sample_label(FAITHFUL, "standard")],
         SHARPER: quality.loc[sample_label(SHARPER, prior)],
     }
     recall = {m: float(r["recall"]) for m, r in rows.items()}

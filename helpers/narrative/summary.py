@@ -10,7 +10,8 @@ from typing import Any
 
 from helpers.core.reference import ORIGINAL_EPOCHS, ORIGINAL_METRICS, PAPER_SYNTHETIC_AUC
 from helpers.data.kvasir import ignored_text
-from helpers.study.sharper import Variant, sample_label, synthetic_label
+from helpers.evaluate.qualitative import sample_label
+from helpers.study.sharper import Variant, synthetic_label
 
 SUMMARY_HEADING = "## 13. Summary"
 METRICS = (("psnr", "PSNR"), ("ssim", "SSIM"))
@@ -260,7 +261,7 @@ def sharper_paragraph(found: dict[str, Any]) -> list[str]:
         f"frames: PSNR {gain['PSNR']:+.2f} dB, SSIM {gain['SSIM']:+.3f}, at "
         f"{found.get('time_ratio', nan):.2f}x the training time; sample FD{through} "
         f"{fd.get(sample_label('sharper', prior), nan):.2f} against "
-        f"{fd.get('faithful model', nan):.2f}; train-on-synthetic AUC "
+        f"{fd.get(sample_label('faithful', 'standard'), nan):.2f}; train-on-synthetic AUC "
         f"{auc.get(synthetic_label('sharper', prior), nan):.3f} against "
         f"{auc.get('faithful synthetic', nan):.3f}."
     ]

@@ -40,7 +40,7 @@ from helpers.core.plots import show_grid
 from helpers.core.stats import anomaly_auc, auc_bootstrap_ci
 from helpers.data.processed import flipped_variants, to_tensor
 from helpers.evaluate.metrics import extended_table, paired_table
-from helpers.evaluate.qualitative import fitted_label
+from helpers.evaluate.qualitative import sample_label
 from helpers.model.endovae import EndoVAE, EndoVAEConfig, count_parameters
 from helpers.study import synthetic_eval as se
 from helpers.study.generate import load_model, train_class_model, trained_on
@@ -171,10 +171,10 @@ def same_z_figure(
     for name, model in models.items():
         eps = z[:, : model.config.latent_dim].contiguous()
         rows.append(decode(model, eps))
-        labels.append(f"{name} model")
+        labels.append(sample_label(name, "standard"))
         if name in (priors or {}):
             rows.append(decode(model, priors[name].transform(eps)))
-            labels.append(fitted_label(name))
+            labels.append(sample_label(name, "fitted"))
     show_grid(torch.cat(rows), n, path=path, row_labels=labels)
 
 
@@ -289,11 +289,6 @@ def synthetic_comparison(
 def synthetic_label(name: str, prior: str) -> str:
     """Table 18's row of one model's synthetic frames, sampled through `prior`."""
     return f"{name} synthetic" + (", fitted prior" if prior == "fitted" else "")
-
-
-def sample_label(name: str, prior: str) -> str:
-    """Table S14's row of one model's samples, drawn through `prior`."""
-    return fitted_label(name) if prior == "fitted" else f"{name} model"
 
 
 TABLE_FILES = {"settings": "table14_sharper_settings", "metrics": "table15_sharper_metrics",

@@ -24,8 +24,9 @@ import numpy as np
 import torch
 
 from helpers.core.atomic import atomic_write_text
-from helpers.core.fingerprint import array_digest, json_digest
+from helpers.core.fingerprint import json_digest
 from helpers.model.endovae import EndoVAE
+from helpers.train.fit import data_fingerprint
 from helpers.train.infer import images_to_tensor, model_device
 
 PRIOR_FORMAT = "endovae-latent-prior-1"
@@ -40,7 +41,7 @@ class LatentPrior:
     chol: tuple[tuple[float, ...], ...]
     checkpoint_sha256: str = ""
     images: int = 0
-    images_digest: str = ""  # helpers.core.fingerprint.array_digest of the fitted frames
+    images_digest: str = ""  # helpers.train.fit.data_fingerprint of the fitted frames
 
     def __post_init__(self) -> None:
         """Check that chol is a finite lower-triangular d x d matrix for a d-dim mean."""
@@ -134,6 +135,5 @@ def fit_latent_prior(
 
 
 def images_digest(images: Any) -> str:
-    """Digest of uint8 frames (N x H x W x 3 array or its NCHW tensor view), as fit records."""
-    x = images_to_tensor(images)
-    return array_digest(x.permute(0, 2, 3, 1).cpu().numpy())
+    """Digest of uint8 frames (N x H x W x 3 array or its NCHW tensor view): fit's fingerprint."""
+    return data_fingerprint(images_to_tensor(images))
