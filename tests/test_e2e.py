@@ -18,9 +18,11 @@ from helpers.core import paths
 from helpers.core.results import read_results
 from helpers.data import preprocess
 from helpers.evaluate import metrics
+from helpers.narrative.sharper import NOT_ASSESSED
 from helpers.narrative.summary import format_metric
 from helpers.runner import report
-from helpers.train.checkpoint import load_checkpoint
+from helpers.study.sharper import TOKEN_EPOCHS
+from helpers.train.checkpoint import load_checkpoint, read_checkpoint
 from helpers.train.infer import decode_samples, reconstruct
 
 pytestmark = pytest.mark.slow
@@ -180,8 +182,9 @@ def test_sample_quality_scale_is_ordered(quick_run):
 
 
 def test_sharper_section_in_the_pdf(quick_run):
-    """Section 12 sits before the Summary (now 13), its goals table holds this run's values, and
-    the sharper model reconstructs the held-out healthy frames better (measured: ~+3 dB)."""
+    """Section 12 sits before the Summary (now 13); at the quick profile's token budget it says so,
+    trains the sharper model for TOKEN_EPOCHS of 03's images, assesses no goal (Table 19 still
+    holds this run's values) and leaves out the train-on-synthetic test."""
     run_dir, _ = quick_run
     if not any(paths.notebooks_dir().glob("10_*.ipynb")):
         pytest.skip("notebook 10 not written yet")
@@ -190,14 +193,23 @@ def test_sharper_section_in_the_pdf(quick_run):
     summary = [m.start() for m in re.finditer(r"13\.? Summary", text)]
     assert section and summary and section.start() < summary[-1], "Section 12 missing or misplaced"
     found = read_results(run_dir, "10")
+    assert found["variant"]["budget"] == "token" and found["synthetic_auc"] == {}, found
+    sharp = read_checkpoint(run_dir / "checkpoints" / "sharp.pt")
+    assert (
+        sharp["extra"]["data"]
+        == read_checkpoint(run_dir / "checkpoints" / "mse.pt")["extra"]["data"]
+    )
+    assert len(sharp["history"]) == TOKEN_EPOCHS
     gain = next(r for r in found["paired"]
                 if r["images"] == "healthy (held-out)" and r["metric"] == "PSNR")  # fmt: skip
-    assert gain["mean sharper - faithful"] > 1.0, gain
     goals = pd.read_csv(run_dir / "tables" / "table19_sharper_goals.csv", index_col=0)
     psnr = goals.loc["PSNR gain, held-out healthy (dB)", "this run"]
     assert psnr == pytest.approx(gain["mean sharper - faithful"], abs=1e-3)
     assert f"{psnr:.3f}" in text, "Table 19's PSNR gain is not in the PDF"
-    assert "sharper synthetic, fitted prior" in text, "Table 18's fitted-prior rows are missing"
+    assert set(goals["met"]) == {NOT_ASSESSED}, goals
+    assert "Token budget (sharp_budget: token" in text
+    assert "left out at the token budget" in text, "Table 18 does not say why it is empty"
+    assert "trained at the quick profile's token budget" in text.split("Summary")[-1]
 
 
 def test_no_absolute_path_of_the_machine_in_the_pdf(quick_run):

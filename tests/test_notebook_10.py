@@ -82,7 +82,7 @@ def test_tables_and_results(run10):
     found = read_results(run.root, "10")
     assert found["variant"] == {
         "latent_dim": 8, "norm": "both", "loss": "mse", "beta": 0.3, "ssim_weight": 0.03,
-        "prior": "fitted",
+        "prior": "fitted", "budget": "full",
     }  # fmt: skip
     assert found["time_ratio"] > 0
     assert set(found["anomaly_auc"]) == {"faithful", "sharper"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -13,11 +14,24 @@ from helpers.core.paths import RunPaths
 from helpers.data.frames import generate_frame
 from helpers.model.endovae import EndoVAE, EndoVAEConfig, count_parameters
 from helpers.model.losses import SIGMA_FLOOR, mse_sum, recon_loss, sigma_nll_sum
-from helpers.narrative.sharper import closing_text, coverage_text, goal_rows
+from helpers.narrative.sharper import (
+    NOT_ASSESSED,
+    budget_text,
+    closing_text,
+    coverage_text,
+    format_synthetic,
+    goal_rows,
+)
 from helpers.narrative.summary import sharper_paragraph
 from helpers.runner import budget
 from helpers.study.generate import trained_on
-from helpers.study.sharper import Variant, sharp_config, train_sharp
+from helpers.study.sharper import (
+    TOKEN_EPOCHS,
+    Variant,
+    sharp_config,
+    synthetic_comparison,
+    train_sharp,
+)
 from helpers.train.checkpoint import read_checkpoint
 from helpers.train.fit import TrainConfig, fit
 from helpers.train.infer import reconstruct
@@ -125,6 +139,58 @@ def test_checkpoint_without_norm_key_resumes(tmp_path):
     assert result.resumed_from_epoch == 1 and len(result.history) == 2
 
 
+def _settings(sharp_epochs: int = 6) -> pd.DataFrame:
+    """Table 14's rows that the goals and the budget text read: images, epochs and seconds."""
+    return pd.DataFrame(
+        {"faithful": [648, 6, 10.0], "sharper": [648, sharp_epochs, 12.0]},
+        index=["training images", "epochs", "training time (s)"],
+    )
+
+
+def test_token_budget_is_a_preview_whose_goals_are_not_assessed():
+    """sharp_budget "token": TOKEN_EPOCHS of 03's images, no train-on-synthetic test
+    (nothing trained: the function returns before it reads a path), every goal "not assessed",
+    and the prose says so and how to run the comparison; "full" changes nothing."""
+    faithful = TrainConfig(epochs=6, batch_size=8, precision="fp32")
+    variant = Variant(32, "both", "mse", 0.3, 0.03, "fitted", "token")
+    assert sharp_config(faithful, variant, 0, "fp32", False).epochs == TOKEN_EPOCHS
+    assert sharp_config(faithful, replace(variant, budget="full"), 0, "fp32", False).epochs == 6
+    synthetic = synthetic_comparison(None, None, None, variant, {}, {}, seed=0, device="cpu",
+                                     precision="fp32", n_boot=10)  # fmt: skip
+    assert synthetic.empty and "auc" in synthetic.columns
+    assert "left out at the token budget" in format_synthetic(synthetic).iloc[0, 0]
+    quality = pd.DataFrame.from_dict(
+        {"faithful model": (20.0, 1.0, 0.6), "sharper model, fitted prior": (30.0, 0.8, 0.1)},
+        orient="index", columns=["FD", "precision", "recall"],
+    )  # fmt: skip
+    paired = pd.DataFrame({"images": ["healthy (held-out)"] * 2 + ["polyps (held-out)"] * 2,
+                           "metric": ["PSNR", "SSIM"] * 2,
+                           "mean sharper - faithful": [-3.0, -0.2, -3.0, -0.2]})  # fmt: skip
+    token = _settings(TOKEN_EPOCHS)
+    goals = goal_rows(token, paired, quality, synthetic, variant)
+    assert list(goals["met"]) == [NOT_ASSESSED] * 5
+    assert goals["this run"].iloc[0] == -3.0 and math.isnan(goals["this run"].iloc[4])
+    anomaly = pd.DataFrame({"auc": {"faithful": 0.9, "sharper": 0.5}})
+    closing = closing_text(goals, anomaly, paired, True, quality, synthetic, variant)
+    assert "says nothing about the goals" in closing and "sharp_budget full" in closing
+    words = budget_text(token, variant)
+    assert f"trained {TOKEN_EPOCHS} epoch(s) of the training images" in words
+    full_variant = replace(variant, budget="full")
+    assert "Token budget" not in budget_text(_settings(), full_variant)
+    full = goal_rows(_settings(), paired, quality, synthetic, full_variant)
+    assert list(full["met"])[:3] == ["no", "no", "yes"]
+
+
+def test_summary_says_when_the_sharper_model_had_a_token_budget():
+    """results/10.json of a token run: the summary names the budget instead of quoting goals."""
+    variant = {"latent_dim": 32, "norm": "both", "loss": "mse", "budget": "token"}
+    found = {"variant": variant, "time_ratio": 0.02,
+             "paired": [{"images": "healthy (held-out)", "metric": m, "mean sharper - faithful": -3}
+                        for m in ("PSNR", "SSIM")]}  # fmt: skip
+    (line,) = sharper_paragraph(found)
+    assert "token budget" in line and "sharp_budget full" in line and "-3" not in line
+
+
 def test_budget_counts_the_sharper_training():
     """Notebook 10 trains 03's epochs (unless sharp_epochs) on 03's images, then its polyp model."""
     params = {"sharp_epochs": 0, "gen_epochs": 3, "polyp_train_share": 0.5}
@@ -132,6 +198,9 @@ def test_budget_counts_the_sharper_training():
     assert budget.training_images("10", {**params, "sharp_epochs": 2}, 648, 60, 6) == 2 * 648 + 360
     clf = {"clf_epochs": 5, "polyp_train_share": 0.5}  # 30 polyp sources in their 4 flips
     assert budget.classifier_images("10", clf, 648, 60) == 4 * 120 * 5
+    token = {**params, "sharp_budget": "token"}
+    assert budget.training_images("10", token, 648, 60, 6) == TOKEN_EPOCHS * 648
+    assert budget.classifier_images("10", {**clf, "sharp_budget": "token"}, 648, 60) == 0
 
 
 def test_closing_text_says_when_a_lower_fd_comes_with_less_variety():
@@ -159,18 +228,19 @@ def test_goals_use_the_sharper_models_sampler_and_the_faithful_models_n01(prior)
         "faithful synthetic": 0.70, "sharper synthetic": 0.60,
         "faithful synthetic, fitted prior": 0.78, "sharper synthetic, fitted prior": 0.80,
     }})  # fmt: skip
-    settings = pd.DataFrame({"faithful": [10.0], "sharper": [12.0]}, index=["training time (s)"])
+    settings = _settings()
+    variant = Variant(32, "both", "mse", 0.3, 0.03, prior)
     paired = pd.DataFrame({"images": ["healthy (held-out)"] * 2 + ["polyps (held-out)"] * 2,
                            "metric": ["PSNR", "SSIM"] * 2,
                            "mean sharper - faithful": [2.5, 0.09, 2.0, 0.1]})  # fmt: skip
-    goals = goal_rows(settings, paired, quality, synthetic, prior)
+    goals = goal_rows(settings, paired, quality, synthetic, variant)
     fd, auc = goals["this run"].iloc[3], goals["this run"].iloc[4]
     fitted = prior == "fitted"
     assert fd == pytest.approx(10.0 / 20.0 if fitted else 30.0 / 20.0)
     assert auc == pytest.approx(0.80 - 0.70 if fitted else 0.60 - 0.70)
     assert list(goals["met"]) == ["yes"] * 3 + (["yes", "yes"] if fitted else ["no", "no"])
     anomaly = pd.DataFrame({"auc": {"faithful": 0.9, "sharper": 0.8}})
-    text = closing_text(goals, anomaly, paired, False, quality, synthetic, prior)
+    text = closing_text(goals, anomaly, paired, False, quality, synthetic, variant)
     assert ("train-on-synthetic AUC 0.600 → 0.800" in text) == fitted
     assert f"recall 0.60 and {0.3 if fitted else 0.0:.2f}" in text
 

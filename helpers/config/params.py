@@ -35,6 +35,9 @@ DATA_KEYWORDS = ("", "download", "download:v1", "download:v2")
 DATA_ALIASES = {"synthetic": "", "embedded": ""}
 # fid_weights values that are not a path: look in torch hub's cache ("" = "auto") or never
 FID_KEYWORDS = ("", "auto", "none")
+# notebook 10's training budget: "full" is notebook 03's images and epochs (the comparison its
+# goals need), "token" a preview of a few steps (helpers.study.sharper.TOKEN_EPOCHS and _IMAGES)
+SHARP_BUDGETS = ("full", "token")
 
 
 @dataclass(frozen=True)
@@ -204,6 +207,7 @@ RULES: dict[str, Rule] = {
     "sharp_beta": at_least(float, 0.0),
     "sharp_ssim": at_least(float, 0.0),
     "sharp_prior": one_of(PRIORS),
+    "sharp_budget": one_of(SHARP_BUDGETS),
 }
 
 _COMMON = ("run_dir", "seed", "device")
@@ -239,7 +243,7 @@ SCHEMAS: dict[str, tuple[str, ...]] = {
     ),
     "10_sharper_vae": (
         *_COMMON, "precision", "compile", "sharp_latent", "sharp_norm", "sharp_loss",
-        "sharp_beta", "sharp_ssim", "sharp_prior", "sharp_epochs", "n_show", "polyp_train_share", "polyp_init",
+        "sharp_beta", "sharp_ssim", "sharp_prior", "sharp_epochs", "sharp_budget", "n_show", "polyp_train_share", "polyp_init",
         "gen_epochs", "gen_batch_size", "gen_lr", "clf_epochs", "clf_lr", "clf_batch_size",
         "weights", "clf_input_size", "n_boot", "fid_weights",
     ),

@@ -11,6 +11,7 @@ from typing import Any
 from helpers.core.reference import ORIGINAL_EPOCHS, ORIGINAL_METRICS, PAPER_SYNTHETIC_AUC
 from helpers.data.kvasir import ignored_text
 from helpers.evaluate.qualitative import sample_label
+from helpers.narrative.sharper import FULL_COMMAND
 from helpers.study.sharper import Variant, synthetic_label
 
 SUMMARY_HEADING = "## 13. Summary"
@@ -249,6 +250,11 @@ def sharper_paragraph(found: dict[str, Any]) -> list[str]:
     healthy = {m: paired.get(("healthy (held-out)", m)) for m in ("PSNR", "SSIM")}
     if not all(healthy.values()):
         return []
+    if found.get("variant", {}).get("budget") == "token":
+        return [
+            "The sharper EndoVAE of Section 12 trained at the quick profile's token budget, so "
+            f"its goals were not assessed; {FULL_COMMAND} trains it at notebook 03's budget."
+        ]
     gain = {m: row["mean sharper - faithful"] for m, row in healthy.items()}
     fd, auc = found.get("fd", {}), found.get("synthetic_auc", {})
     variant = Variant(**found["variant"]) if found.get("variant") else None

@@ -24,6 +24,7 @@ from helpers.core.paths import RunPaths
 from helpers.core.runtime import PrecisionChoice, get_device
 from helpers.data import kvasir
 from helpers.evaluate import classifier
+from helpers.study.sharper import TOKEN_EPOCHS
 from helpers.train.fit import measure_images_per_s, training_precision
 
 # Seconds each notebook spends besides EndoVAE training (quick profile, 2-core AVX2 CPU).
@@ -155,6 +156,8 @@ def training_images(
 ) -> int:
     """EndoVAE training images (epochs x images) a notebook processes (`faithful_epochs`: notebook
     03's, which notebook 10's sharper model repeats unless sharp_epochs says otherwise)."""
+    if number == "10" and params.get("sharp_budget") == "token":  # a preview, no polyp model
+        return TOKEN_EPOCHS * n_train
     if number == "10":  # the sharper healthy model, then its polyp model with 09's settings
         epochs = int(params.get("sharp_epochs") or faithful_epochs)
         return epochs * n_train + int(params.get("gen_epochs", 0)) * _polyp_train(params, n_polyps)
@@ -182,8 +185,9 @@ def classifier_images(number: str, params: dict[str, Any], n_train: int, n_polyp
         return 2 * 2 * pairs * epochs
     if number == "09":
         return 8 * min(n_train, _polyp_train(params, n_polyps)) * epochs
-    if number == "10":  # two synthetic-only classifiers on 2n images each
-        return 4 * min(n_train, _polyp_train(params, n_polyps)) * epochs
+    if number == "10":  # synthetic-only classifiers on 2n images each (none at a token budget)
+        pairs = 0 if params.get("sharp_budget") == "token" else 2
+        return pairs * 2 * min(n_train, _polyp_train(params, n_polyps)) * epochs
     return 0
 
 

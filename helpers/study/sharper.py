@@ -13,7 +13,10 @@ nothing else uses it) is chosen by measurement (the notebook's table gives the f
                 (helpers.model.losses.ssim_sum), which the pixel loss alone never rewards
 
 Everything else is notebook 03's: the same training images, epochs, batch, Adam learning rate
-and schedule, init and seed, with the same trainer (precision, checkpoints, resume). For the
+and schedule, init and seed, with the same trainer (precision, checkpoints, resume). That is
+`sharp_budget` "full"; "token" (the quick profile: three EndoVAEs at 03's budget do not fit its
+time) trains TOKEN_EPOCHS of those images, a preview whose goals are not assessed and which
+leaves out the train-on-synthetic test. For the
 train-on-synthetic test a polyp model of each kind is fine-tuned (or trained) with notebook 09's
 settings; both pairs generate the same number of frames and train one classifier each.
 
@@ -51,6 +54,7 @@ from helpers.train.prior import LatentPrior
 from helpers.train.prior import load as load_prior
 
 FAITHFUL, SHARPER = "faithful", "sharper"
+TOKEN_EPOCHS = 1  # sharp_budget "token": one epoch of notebook 03's images (quick: 81 steps of 8)
 HEALTHY, POLYPS = "healthy (held-out)", "polyps (held-out)"
 SHARP_CHECKPOINT, SHARP_POLYPS = "sharp", "sharp_gen_polyps"
 
@@ -65,6 +69,7 @@ class Variant:
     beta: float = 1.0
     ssim_weight: float = 0.0
     prior: str = "standard"  # how its samples' z are drawn (helpers.model.endovae.PRIORS)
+    budget: str = "full"  # how long it trains (helpers.config.params.SHARP_BUDGETS)
 
     def model_config(self) -> EndoVAEConfig:
         """The sharper network (errors name a bad latent_dim or norm)."""
@@ -98,7 +103,9 @@ def faithful_settings(paths: RunPaths, images: np.ndarray) -> tuple[dict, TrainC
 def sharp_config(
     faithful: TrainConfig, variant: Variant, epochs: int, precision: str, compile: bool
 ):
-    """Notebook 03's TrainConfig with the sharper loss, beta and SSIM term (and `epochs` when > 0)."""
+    """Notebook 03's TrainConfig with the sharper loss, beta and SSIM term (and `epochs` when > 0;
+    TOKEN_EPOCHS at the variant's token budget)."""
+    epochs = TOKEN_EPOCHS if variant.budget == "token" else epochs
     values = {
         **faithful.to_dict(),
         "loss": variant.loss,
@@ -190,9 +197,10 @@ def fitted_priors(
             for name, ckpt in checkpoints.items()}  # fmt: skip
 
 
-def recon_figure(models: Mapping[str, EndoVAE], sets: Mapping[str, np.ndarray], n: int, path):
-    """Figure 20: n held-out frames of each set (unflipped) above each model's reconstruction."""
-    x = to_tensor(np.concatenate([images[: 4 * n : 4] for images in sets.values()]))
+def recon_figure(models: Mapping[str, EndoVAE], sets: Mapping[str, tuple], n: int, path):
+    """Figure 20: n held-out frames of each of `image_sets` (unflipped) above each model's
+    reconstruction."""
+    x = to_tensor(np.concatenate([images[: 4 * n : 4] for images, _ in sets.values()]))
     recons = [reconstruct(m, x) for m in models.values()]
     labels = ["input", *(f"{k} model" for k in models)]
     show_grid(torch.cat([x, *recons]), len(x), path=path, row_labels=labels)
@@ -266,9 +274,12 @@ def synthetic_comparison(
     """Table 18: a synthetic-only classifier per pair of class models (faithful: notebook 09's,
     reused when it ran with these `gen` settings; sharper: trained here), on the same test frames;
     with the variant's prior "fitted", each pair once more through its models' fitted priors.
+    At the token budget an empty table: a polyp model fine-tuned from a token model says nothing.
 
     gen: epochs, batch_size, lr, polyp_init of the polyp models; clf: weights, input_size,
     epochs, lr, batch_size of the classifiers (notebook 09's parameters)."""
+    if variant.budget == "token":
+        return se.results_table({})
     common = {"seed": seed, "device": device, "precision": precision}
     pairs = {
         FAITHFUL: se.class_models(paths, splits, **gen, **common),
@@ -323,6 +334,7 @@ def results(
             "beta": variant.beta,
             "ssim_weight": variant.ssim_weight,
             "prior": variant.prior,
+            "budget": variant.budget,
         },  # fmt: skip
         "time_ratio": time_ratio(settings),
         "metrics": {

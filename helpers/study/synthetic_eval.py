@@ -391,7 +391,9 @@ def results_table(results: Mapping[str, dict]) -> pd.DataFrame:
                      "accuracy_low": r["accuracy_ci"][0], "accuracy_high": r["accuracy_ci"][1],
                      "auc": r["auc"], "auc_low": r["auc_ci"][0], "auc_high": r["auc_ci"][1],
                      "paper_auc": paper[0], "paper_auc_std": paper[1]})  # fmt: skip
-    return pd.DataFrame(rows).set_index("Training data")
+    columns = ["Training data", "training images", "test images", "accuracy", "accuracy_low",
+               "accuracy_high", "auc", "auc_low", "auc_high", "paper_auc", "paper_auc_std"]  # fmt: skip
+    return pd.DataFrame(rows, columns=columns).set_index("Training data")
 
 
 def format_table(table: pd.DataFrame) -> pd.DataFrame:
