@@ -140,7 +140,7 @@ def test_a_batch_beyond_memory_is_refused_and_a_capped_one_is_timed_small(
         raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried 58982400000")
 
     monkeypatch.setattr(run, "estimate", cannot_allocate)
-    seconds, line = run.expected(plan, False, 1)
+    seconds, line = run.expected(plan, False, 1, False)
     assert seconds is None and line.startswith("expected time: unknown (timing a training step")
 
 

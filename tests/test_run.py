@@ -216,6 +216,22 @@ def test_run_skip_when_unchanged_and_force(dummy, capsys):
     assert _digest(dummy["folder"]) == before
 
 
+def test_expected_time_leaves_out_the_notebooks_that_will_be_skipped(dummy, capsys):
+    """A rerun's expected time counts only what runs: an unchanged notebook is skipped unless an
+    earlier one it reads runs again first, or --force reruns everything."""
+    args = [*dummy["args"], "--no-report"]
+    assert run.main(args) == 0
+    assert "skipped)" not in capsys.readouterr().out  # a first run skips nothing
+    assert run.main(args) == 0
+    assert "; 2 unchanged notebook(s) skipped)" in capsys.readouterr().out
+    assert run.main([*args, "-p", "epochs", "2"]) == 0  # only 02 declares epochs
+    assert "; 1 unchanged notebook(s) skipped)" in capsys.readouterr().out
+    assert run.main([*args, "-p", "epochs", "2", "-p", "n_per_class", "7"]) == 0  # 02 reads 01
+    assert "unchanged notebook" not in capsys.readouterr().out
+    assert run.main([*args, "-p", "epochs", "2", "-p", "n_per_class", "7", "--force"]) == 0
+    assert "unchanged notebook" not in capsys.readouterr().out
+
+
 def test_changed_earlier_notebook_reruns_later_ones(dummy, capsys):
     args = [*dummy["args"], "--no-report"]
     assert run.main([*args, "--only", "01"]) == 0

@@ -198,9 +198,11 @@ def estimate_seconds(
     report: bool,
     jobs: int = 1,
     classifier_per_s: float | None = None,
+    skip: frozenset[str] = frozenset(),
 ) -> tuple[float, int]:
     """(expected seconds, EndoVAE training images) for notebooks {name: parameters} on `jobs`
-    lanes; classifier training at `classifier_per_s` (left out when None)."""
+    lanes; classifier training at `classifier_per_s` (left out when None); the notebooks in
+    `skip` (unchanged since their last run) cost nothing but still lend their parameters."""
     first = next(iter(notebooks.values()), {})
     data = first | notebooks.get("01_preprocessing", {})
     n_train, n_polyps = healthy_train_images(data, processed), polyp_sources(data, processed)
@@ -208,6 +210,9 @@ def estimate_seconds(
     faithful = int(notebooks.get("03_train_mse", {}).get("epochs", 0))
     images, seconds = {}, {}
     for name, params in notebooks.items():
+        if name in skip:
+            images[name] = seconds[name] = 0
+            continue
         images[name] = training_images(name[:2], params, n_train, n_polyps, faithful)
         other = OTHER_SECONDS.get(name[:2], DEFAULT_OTHER_SECONDS) * slowdown
         clf = classifier_images(name[:2], params, n_train, n_polyps)
@@ -239,25 +244,30 @@ def current_speed(choice: PrecisionChoice, device: torch.device, batch: int) -> 
 
 
 def estimate(
-    chosen: dict[str, dict[str, Any]], run_dir: Path, report: bool, jobs: int = 1
-) -> tuple[float, str]:
+    chosen: dict[str, dict[str, Any]], run_dir: Path, report: bool, jobs: int = 1,
+    skip: frozenset[str] = frozenset(),
+) -> tuple[float, str]:  # fmt: skip
     """(seconds, one line) the run is expected to take, from the training speeds measured on this
     machine (with `jobs` notebooks side by side: at one lane's thread count, which they reuse).
 
-    `chosen` maps each notebook to run to every parameter it will run with.
+    `chosen` maps each selected notebook to every parameter it will run with; those in `skip`
+    are unchanged since their last run and will not run.
     """
     processed = RunPaths(run_dir).processed
-    trainer = next((p for p in chosen.values() if "precision" in p and "epochs" in p), None)
+    to_run = {n: p for n, p in chosen.items() if n not in skip}
+    trainer = next((p for p in to_run.values() if "precision" in p and "epochs" in p), None)
     first = next(iter(chosen.values()), {})
+    skipped = f"; {len(skip)} unchanged notebook(s) skipped" if skip else ""
     device = get_device(str((trainer or first).get("device", "auto")))
     threads = torch.get_num_threads()
     if device.type == "cpu":
         torch.set_num_threads(threads_per_job(jobs))
     try:
-        clf_speed = classifier_speed(chosen, device)
+        clf_speed = classifier_speed(to_run, device)
         if trainer is None:
-            seconds, _ = estimate_seconds(chosen, 1.0, processed, report, jobs, clf_speed)
-            return seconds, f"expected time: about {seconds / 60:.1f} min (no EndoVAE training)"
+            seconds, _ = estimate_seconds(chosen, 1.0, processed, report, jobs, clf_speed, skip)
+            line = f"expected time: about {seconds / 60:.1f} min (no EndoVAE training{skipped})"
+            return seconds, line
         data = first | chosen.get("01_preprocessing", {})
         batch = max(
             1, min(int(trainer.get("batch_size", 128)), healthy_train_images(data, processed))
@@ -266,12 +276,13 @@ def estimate(
         speed = current_speed(choice, device, batch)
     finally:
         torch.set_num_threads(threads)
-    seconds, images = estimate_seconds(chosen, speed, processed, report, jobs, clf_speed)
+    seconds, images = estimate_seconds(chosen, speed, processed, report, jobs, clf_speed, skip)
     lanes = f"{jobs} notebooks side by side, " if jobs > 1 else ""
     clf = f", classifiers at {clf_speed:,.1f} img/s" if clf_speed else ""
     return seconds, (
         f"expected time: about {seconds / 60:.1f} min ({lanes}{images:,} EndoVAE training images "
-        f"at {speed:,.1f} img/s timed now, {choice.describe()}{clf}; plus the rest of each notebook)"
+        f"at {speed:,.1f} img/s timed now, {choice.describe()}{clf}; plus the rest of each "
+        f"notebook{skipped})"
     )
 
 

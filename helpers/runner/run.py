@@ -408,12 +408,27 @@ def chosen(plan: Plan) -> dict[str, dict[str, Any]]:
     return {nb.name: plan.resolved[nb.name] for nb in plan.selected}
 
 
-def expected(plan: Plan, report_too: bool, jobs: int) -> tuple[float | None, str]:
-    """(seconds or None, the expected-time line), each batch timed at the images it is drawn
-    from; a failure to time it is a line too, not a traceback."""
+def unchanged(plan: Plan, force: bool) -> frozenset[str]:
+    """The selected notebooks this run will skip: unchanged since their last run, and no earlier
+    notebook they read runs again first (none with --force)."""
+    if force:
+        return frozenset()
+    code_hash, names, rerun, skip = helpers_hash(), [n.name for n in plan.notebooks], set(), set()
+    for nb in plan.selected:
+        key, _ = notebook_key(plan, nb, code_hash)
+        if is_current(nb, plan.run_dir, key) and not rerun.intersection(upstream(nb.name, names)):
+            skip.add(nb.name)
+        else:
+            rerun.add(nb.name)
+    return frozenset(skip)
+
+
+def expected(plan: Plan, report_too: bool, jobs: int, force: bool) -> tuple[float | None, str]:
+    """(seconds or None, the expected-time line) of the notebooks that will run, each batch timed
+    at the images it is drawn from; a failure to time it is a line too, not a traceback."""
     timed = checks.timing_parameters(chosen(plan), plan.run_dir, plan.resolved)
     try:
-        return estimate(timed, plan.run_dir, report_too, jobs)
+        return estimate(timed, plan.run_dir, report_too, jobs, unchanged(plan, force))
     except (RuntimeError, MemoryError, ValueError) as exc:  # e.g. the device ran out of memory
         return None, f"expected time: unknown (timing a training step failed: {one_line(exc)})"
 
@@ -422,7 +437,7 @@ def run_locked(args: argparse.Namespace, plan: Plan) -> int:
     """Run the notebooks and build the report while holding the run folder's lock."""
     print(f"profile {profile_name(args.profile)} -> {plan.run_dir}", flush=True)
     jobs = args.jobs
-    seconds, line = expected(plan, not args.no_report, jobs)
+    seconds, line = expected(plan, not args.no_report, jobs, args.force)
     absurd = None if args.force or seconds is None else checks.time_problem(seconds)
     if absurd:  # more than a week: refused before run.json or any notebook
         print(f"error: {absurd}", file=sys.stderr)
