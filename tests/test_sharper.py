@@ -288,6 +288,28 @@ def test_a_sharper_checkpoint_of_other_settings_is_trained_over(tmp_path):
     assert again.resumed_from_epoch == 1
 
 
+def test_the_token_budget_after_the_full_one_trains_over_the_sharper_checkpoint(tmp_path):
+    """`-p sharp_budget full` and then a plain quick run (token): the longer checkpoint cannot be
+    resumed at fewer epochs (fit refuses), so the token run trains over it instead of failing;
+    the full budget after that trains afresh too, since the token model's learning rate cooled
+    down over its one epoch (resumed, it would not be the model a fresh full run trains)."""
+    run, images = RunPaths(tmp_path / "run").ensure(), _frames(8, 3)
+    cfg = TrainConfig(epochs=2, batch_size=8, precision="fp32", checkpoint_every=0,
+                      lr_cooldown=0.25)  # fmt: skip
+    full = Variant(8, "both", "mse", 0.3, 0.03, "fitted", "full")
+    assert len(train_sharp(run, images, _sharp(cfg, full), full, "cpu").history) == 2
+    token = replace(full, budget="token")
+    result = train_sharp(run, images, _sharp(cfg, token), token, "cpu")
+    assert result.resumed_from_epoch == 0 and len(result.history) == TOKEN_EPOCHS
+    assert read_checkpoint(run.checkpoint("sharp"))["epoch"] == TOKEN_EPOCHS
+    again = train_sharp(run, images, _sharp(cfg, full), full, "cpu")
+    assert again.resumed_from_epoch == 0 and len(again.history) == 2
+    no_cooldown = replace(cfg, lr_cooldown=0.0)  # a constant rate: a shorter run resumes
+    train_sharp(run, images, _sharp(no_cooldown, token), token, "cpu")
+    longer = train_sharp(run, images, _sharp(no_cooldown, full), full, "cpu")
+    assert longer.resumed_from_epoch == TOKEN_EPOCHS
+
+
 def _sharp(faithful: TrainConfig, variant: Variant) -> TrainConfig:
     """Notebook 10's config for `variant` on top of `faithful` (fp32, no compile)."""
     return sharp_config(faithful, variant, 0, "fp32", False)

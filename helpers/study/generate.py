@@ -511,7 +511,10 @@ def trained_on(
     model_config: EndoVAEConfig | None = None,
 ) -> bool:  # fmt: skip
     """True when the checkpoint exists and was trained on exactly these images (and settings,
-    and network shape when `model_config` is given)."""
+    and network shape when `model_config` is given): one that resuming gives the same model as
+    training afresh. So with `train_config` it must hold no more epochs than asked, and with a
+    learning-rate cooldown it must have been planned for as many (its schedule depends on the
+    total); else it is trained over, e.g. notebook 10's token budget after its full one."""
     path = Path(path)
     if not path.is_file():
         return False
@@ -524,8 +527,19 @@ def trained_on(
     if model_config is not None and EndoVAEConfig(**state["model_config"]) != model_config:
         return False
     saved = saved_train_config(state)
+    if "epochs" in (train_config or {}) and not _same_schedule(state, saved, train_config):
+        return False
     keys = [k for k in (train_config or {}) if k not in RESUMABLE_CHANGES]
     return all(saved.get(k) == train_config[k] for k in keys)
+
+
+def _same_schedule(state: dict, saved: dict, train_config: dict) -> bool:
+    """Whether resuming a checkpoint continues the learning-rate schedule `train_config` asks
+    for: no more epochs done than asked, and (with a cooldown) as many planned."""
+    epochs = int(train_config["epochs"])
+    if int(state["epoch"]) > epochs:
+        return False
+    return not float(saved.get("lr_cooldown") or 0) or int(saved.get("epochs", 0)) == epochs
 
 
 # --- command line --------------------------------------------------------------------------------
