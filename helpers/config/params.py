@@ -36,7 +36,7 @@ DATA_ALIASES = {"synthetic": "", "embedded": ""}
 # fid_weights values that are not a path: look in torch hub's cache ("" = "auto") or never
 FID_KEYWORDS = ("", "auto", "none")
 # notebook 10's training budget: "full" is notebook 03's images and epochs (the comparison its
-# goals need), "token" a preview of a few steps (helpers.study.sharper.TOKEN_EPOCHS and _IMAGES)
+# goals need), "token" a one-epoch preview (helpers.study.sharper.TOKEN_EPOCHS)
 SHARP_BUDGETS = ("full", "token")
 
 
