@@ -203,6 +203,21 @@ def test_budget_counts_the_sharper_training():
     assert budget.classifier_images("10", {**clf, "sharp_budget": "token"}, 648, 60) == 0
 
 
+def test_an_unchanged_notebook_costs_nothing_but_lends_its_epochs(tmp_path):
+    """The expected time of `-p sharp_budget full` after a quick run: notebook 03 is skipped
+    (no time, no images) but notebook 10 still repeats its epochs."""
+    params = {"01_preprocessing": {"n_per_class": 60, "healthy_test_fraction": 0.1},
+              "03_train_mse": {"epochs": 6, "max_train_images": 0},
+              "10_sharper_vae": {"sharp_epochs": 0, "sharp_budget": "full", "gen_epochs": 0}}  # fmt: skip
+    processed = tmp_path / "none"  # no manifest: the counts are estimated from n_per_class
+    _, images = budget.estimate_seconds(params, 100.0, processed, False)
+    _, left = budget.estimate_seconds(
+        params, 100.0, processed, False, skip=frozenset({"03_train_mse"})
+    )
+    n_train = budget.healthy_train_images(params["01_preprocessing"], processed)
+    assert images == 2 * 6 * n_train and left == 6 * n_train
+
+
 def test_closing_text_says_when_a_lower_fd_comes_with_less_variety():
     """A sharper model whose samples have a lower FD but a fraction of the faithful model's recall
     is called out; one with a similar recall is not."""
