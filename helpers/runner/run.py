@@ -414,9 +414,9 @@ def unchanged(plan: Plan, force: bool) -> frozenset[str]:
     if force:
         return frozenset()
     code_hash, names, rerun, skip = helpers_hash(), [n.name for n in plan.notebooks], set(), set()
-    for nb in plan.selected:
-        key, _ = notebook_key(plan, nb, code_hash)
-        if is_current(nb, plan.run_dir, key) and not rerun.intersection(upstream(nb.name, names)):
+    for nb in plan.selected:  # a notebook downstream of a rerun reruns: its key is not needed
+        after_rerun = rerun.intersection(upstream(nb.name, names))
+        if not after_rerun and is_current(nb, plan.run_dir, notebook_key(plan, nb, code_hash)[0]):
             skip.add(nb.name)
         else:
             rerun.add(nb.name)
