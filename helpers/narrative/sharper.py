@@ -187,12 +187,12 @@ def closing_text(
 ) -> str:
     """What this run's numbers say: which goals were met, the price for anomaly detection, what
     the samples cover (`quality`: Table S14) and what the fitted prior changed (Table 18)."""
-    prior = variant.prior
     if variant.budget == "token":
         return (
             "At the token budget the two models did not train alike, so this run says nothing "
             f"about the goals; {FULL_COMMAND} gives the comparison."
         )
+    prior = variant.prior
     met = goals.index[goals["met"] == "yes"].tolist()
     missed = goals.index[goals["met"] == "no"].tolist()
     polyp_gain = _gain(paired, POLYPS, "PSNR")

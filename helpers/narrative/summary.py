@@ -250,14 +250,14 @@ def sharper_paragraph(found: dict[str, Any]) -> list[str]:
     healthy = {m: paired.get(("healthy (held-out)", m)) for m in ("PSNR", "SSIM")}
     if not all(healthy.values()):
         return []
-    if found.get("variant", {}).get("budget") == "token":
+    variant = Variant(**found["variant"]) if found.get("variant") else None
+    if variant and variant.budget == "token":
         return [
             "The sharper EndoVAE of Section 12 trained at the quick profile's token budget, so "
             f"its goals were not assessed; {FULL_COMMAND} trains it at notebook 03's budget."
         ]
     gain = {m: row["mean sharper - faithful"] for m, row in healthy.items()}
     fd, auc = found.get("fd", {}), found.get("synthetic_auc", {})
-    variant = Variant(**found["variant"]) if found.get("variant") else None
     prior = variant.prior if variant else "standard"
     through = " (sampled through its fitted latent prior)" if prior == "fitted" else ""
     nan = float("nan")
@@ -269,7 +269,7 @@ def sharper_paragraph(found: dict[str, Any]) -> list[str]:
         f"{fd.get(sample_label('sharper', prior), nan):.2f} against "
         f"{fd.get(sample_label('faithful', 'standard'), nan):.2f}; train-on-synthetic AUC "
         f"{auc.get(synthetic_label('sharper', prior), nan):.3f} against "
-        f"{auc.get('faithful synthetic', nan):.3f}."
+        f"{auc.get(synthetic_label('faithful', 'standard'), nan):.3f}."
     ]
 
 
