@@ -325,6 +325,28 @@ def test_infer_reconstruct_matches_the_model_and_kld_per_image_sums_to_the_loss(
     assert infer.model_device(model) == torch.device("cpu")
 
 
+def test_inference_runs_a_channels_last_copy_and_leaves_the_callers_model_as_it_was():
+    """NCHW in, NCHW out, the caller's weights untouched (still trainable, same layout), the
+    values those of the NCHW model; a model fit left in channels_last is used as it is."""
+    torch.manual_seed(0)
+    model = EndoVAE(TINY)
+    fast, layout = infer.fast_model(model, torch.device("cpu"))
+    assert fast is not model and layout == torch.channels_last
+    assert fast.decoder.net[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert model.decoder.net[0].weight.is_contiguous()
+    x = torch.from_numpy(smooth_images(5, 16)).permute(0, 3, 1, 2).float() / 255
+    recon = infer.reconstruct(model, x, batch_size=2)
+    assert recon.is_contiguous() and model.decoder.net[0].weight.is_contiguous()
+    with torch.no_grad():
+        assert torch.allclose(recon, model.reconstruct(x), atol=1e-6)
+    assert infer.decode_samples(model, 3).is_contiguous()
+    model.train()
+    model(x)[0].sum().backward()  # no inference tensors were put into it
+    assert model.decoder.net[0].weight.grad is not None
+    model.to(memory_format=torch.channels_last)
+    assert infer.fast_model(model, torch.device("cpu"))[0] is model
+
+
 def test_cooldown_lr_is_constant_then_falls_linearly_to_zero():
     """lr_cooldown 0.25 of 100 steps: the paper's lr for steps 0-75, then lr * (100 - step) / 25."""
     lrs = [train.cooldown_lr(1e-3, 0.25, step, 100) for step in range(100)]

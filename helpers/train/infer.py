@@ -7,6 +7,7 @@ tensors, or float N x 3 x H x W tensors in [0, 1].
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
@@ -70,6 +71,24 @@ def to_uint8_nhwc(images: torch.Tensor) -> torch.Tensor:
     return out.permute(0, 2, 3, 1).contiguous()
 
 
+def _is_channels_last(model: torch.nn.Module) -> bool:
+    """Whether the model's 4-D weights lie in channels_last memory (as `fit` leaves them)."""
+    weights = [p for p in model.parameters() if p.ndim == 4]
+    return bool(weights) and weights[0].is_contiguous(memory_format=torch.channels_last)
+
+
+def fast_model(model: EndoVAE, dev: torch.device) -> tuple[EndoVAE, torch.memory_format]:
+    """The model in eval mode on `dev` and the input layout to feed it: a channels_last copy on a
+    CPU or CUDA device (in fp32 1.7x the images/s of NCHW on 2-core AVX2 and AVX512 CPUs, the same
+    values to ~1e-7), so the caller's model keeps its layout; elsewhere the model itself."""
+    model = model.to(dev).eval()
+    if dev.type not in ("cpu", "cuda"):
+        return model, torch.contiguous_format
+    if not _is_channels_last(model):
+        model = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    return model, torch.channels_last
+
+
 def _float_batches(model: EndoVAE, images: Any) -> tuple[torch.Tensor, bool]:
     """The images as an NCHW tensor (uint8 or float) and whether they came in as uint8."""
     tensor = torch.as_tensor(
@@ -100,14 +119,15 @@ def reconstruct(
     """
     check("batch_size", batch_size)
     dev = resolve_device(model, device)
-    model = model.to(dev).eval()
     x_all, as_uint8 = _float_batches(model, images)
+    model, layout = fast_model(model, dev)
     outputs = []
     for start in range(0, len(x_all), batch_size):
         x = x_all[start : start + batch_size].to(dev).float()
         if as_uint8:
             x = x / 255.0
-        outputs.append(model.reconstruct(x.contiguous(), sample=sample).float().cpu())
+        out = model.reconstruct(x.contiguous(memory_format=layout), sample=sample)
+        outputs.append(out.float().cpu().contiguous())
     out = torch.cat(outputs) if outputs else x_all.new_zeros((0, *x_all.shape[1:])).float()
     return to_uint8_nhwc(out) if as_uint8 else out
 
@@ -126,12 +146,12 @@ def reconstruct_with_kld(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Reconstructions decoded from mu (fp32, on the CPU) and the KL divergence of each image."""
     dev = resolve_device(model, device)
-    model = model.eval().to(dev)
+    model, layout = fast_model(model, dev)
     recons, klds = [], []
     for start in range(0, len(x), batch_size):
-        xb = x[start : start + batch_size].to(dev).float()
+        xb = x[start : start + batch_size].to(dev).float().contiguous(memory_format=layout)
         mu, logvar = model.encode(xb)
-        recons.append(model.decode(mu).float().cpu())
+        recons.append(model.decode(mu).float().cpu().contiguous())
         klds.append(kld_per_image(mu, logvar).cpu())
     return torch.cat(recons), torch.cat(klds)
 
@@ -139,10 +159,10 @@ def reconstruct_with_kld(
 @torch.inference_mode()
 def decode(model: EndoVAE, z: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """Decode latents in batches on the model's device: float N x C x H x W on the CPU."""
-    model.eval()
+    model, _ = fast_model(model, model_device(model))
     dev = model_device(model)
     parts = [
-        model.decode(z[i : i + batch_size].to(dev)).float().cpu()
+        model.decode(z[i : i + batch_size].to(dev)).float().cpu().contiguous()
         for i in range(0, len(z), batch_size)
     ]
     cfg = model.config

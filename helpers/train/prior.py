@@ -27,7 +27,7 @@ from helpers.core.atomic import atomic_write_text
 from helpers.core.fingerprint import json_digest
 from helpers.model.endovae import EndoVAE
 from helpers.train.fit import data_fingerprint
-from helpers.train.infer import images_to_tensor, model_device
+from helpers.train.infer import fast_model, images_to_tensor, model_device
 
 PRIOR_FORMAT = "endovae-latent-prior-1"
 JITTER = 1e-6  # added to the covariance's diagonal so that its Cholesky factor exists
@@ -113,11 +113,12 @@ def fit_latent_prior(
     x = images_to_tensor(images, model.config.in_channels, model.config.in_size)
     if len(x) < 2:
         raise ValueError(f"images: {len(x)} frame(s); a fitted prior needs at least 2")
-    model.eval()
+    model, layout = fast_model(model, model_device(model))
     dev = model_device(model)
     mus, variances = [], []
     for start in range(0, len(x), batch_size):
-        mu, logvar = model.encode(x[start : start + batch_size].to(dev).float().div_(255.0))
+        batch = x[start : start + batch_size].to(dev).float().div_(255.0)
+        mu, logvar = model.encode(batch.contiguous(memory_format=layout))
         mus.append(mu.double().cpu())
         variances.append(logvar.double().exp().cpu())
     mu, var = torch.cat(mus), torch.cat(variances)
