@@ -77,10 +77,23 @@ def test_emulated_bf16_is_not_a_cpu_candidate(monkeypatch):
 
 
 def test_native_bf16_follows_the_cpu_flags(monkeypatch):
+    monkeypatch.setattr(runtime, "cpu_capability", lambda: "AVX512")
     monkeypatch.setattr(runtime, "cpu_flags", lambda: {"avx2", "fma"})
     assert not runtime.native_cpu_bf16()
     monkeypatch.setattr(runtime, "cpu_flags", lambda: {"avx2", "avx512f", "avx512_bf16"})
     assert runtime.native_cpu_bf16()
+
+
+def test_avx2_kernels_emulate_bf16_and_keep_their_own_speed_cache(monkeypatch):
+    """ATEN_CPU_CAPABILITY=avx2 on an AVX512-BF16 CPU runs AVX2 kernels: bf16 is emulated there,
+    and the speeds measured so must not be read back as the native machine's (or vice versa)."""
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: {"avx2", "avx512f", "avx512_bf16"})
+    monkeypatch.setattr(runtime, "cpu_capability", lambda: "AVX512")
+    native = runtime.machine_key(CPU, 8)
+    monkeypatch.setattr(runtime, "cpu_capability", lambda: "AVX2")
+    assert not runtime.native_cpu_bf16()
+    assert BF16_CL not in runtime.precision_candidates(CPU)
+    assert runtime.machine_key(CPU, 8) != native
 
 
 def test_fp16_uses_a_gradient_scaler_and_needs_cuda():

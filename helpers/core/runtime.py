@@ -107,11 +107,19 @@ def cpu_flags() -> set[str]:
     return set(match.group(1).split()) if match else set()
 
 
+def cpu_capability() -> str:
+    """The instruction set torch dispatches its CPU kernels to ("AVX512", "AVX2", "DEFAULT", ...;
+    env ATEN_CPU_CAPABILITY=avx2 lowers it, e.g. to time an AVX2 machine on an AVX512 one)."""
+    return str(torch.backends.cpu.get_cpu_capability())
+
+
 def native_cpu_bf16() -> bool:
-    """True when the CPU computes bfloat16 in hardware (AVX512-BF16 or AMX); else it is emulated."""
-    flags = cpu_flags()
+    """True when the CPU computes bfloat16 in hardware (AVX512-BF16 or AMX) and torch dispatches
+    its kernels to AVX512; else it is emulated."""
+    flags = cpu_flags()  # x86 only: other CPUs' /proc/cpuinfo has no "flags" line
     if flags:
-        return bool(flags & {"avx512_bf16", "amx_bf16"})
+        kernels = cpu_capability().startswith("AVX512")
+        return kernels and bool(flags & {"avx512_bf16", "amx_bf16"})
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
@@ -146,8 +154,10 @@ def cache_dir() -> Path:
 
 
 def machine_key(device: torch.device, batch_size: int, task: str = "endovae") -> str:
-    """What a measured speed depends on: task, device, CPU flags, torch, threads, batch size."""
+    """What a measured speed depends on: task, device, CPU flags and kernels, torch, threads,
+    batch size."""
     flags = bytes_digest(" ".join(sorted(cpu_flags())).encode())[:12]
+    flags += "" if cpu_capability().startswith("AVX512") else f" {cpu_capability()}"
     return (f"{task} | {describe_device(device)} | flags {flags} | torch {torch.__version__} | "
             f"{torch.get_num_threads()} threads | batch {batch_size}")  # fmt: skip
 
