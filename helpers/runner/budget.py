@@ -27,21 +27,24 @@ from helpers.evaluate import classifier
 from helpers.study.sharper import TOKEN_EPOCHS
 from helpers.train.fit import measure_images_per_s, training_precision
 
-# Seconds each notebook spends besides EndoVAE training (quick profile, 2-core AVX2 CPU).
+# Seconds each notebook spends besides EndoVAE and classifier training (both timed at the start):
+# the quick profile on 2 cores, from empty run folders, as (AVX2 kernels, AVX512-BF16) measured:
+# 01 6.8/6.1, 02 8.0/7.0, 03-04 ~10/~5, 05 15.1/14.0, 06 16.0/17.0, 07 13.4/9.2, 08 26/24,
+# 09 17/12, 10 (token) 26/19, report 16.7/14.8 (benchmarks/avx2_quick.sh; python -m helpers.run).
 OTHER_SECONDS = {
-    "01": 10,
-    "02": 12,
+    "01": 7,
+    "02": 8,
     "03": 8,
     "04": 8,
     "05": 15,
-    "06": 20,
-    "07": 30,
-    "08": 30,
-    "09": 75,
-    "10": 40,
+    "06": 17,
+    "07": 12,
+    "08": 25,
+    "09": 15,
+    "10": 23,
 }
 DEFAULT_OTHER_SECONDS = 20
-REPORT_SECONDS = 20  # merging the executed notebooks and two xelatex passes
+REPORT_SECONDS = 16  # merging the executed notebooks and two xelatex passes
 # The rest of a notebook on a lane with fewer threads (imports and plots use one core anyway).
 LANE_SLOWDOWN = 1.3
 KVASIR_V1_PER_CLASS = 500
