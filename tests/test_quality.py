@@ -287,7 +287,7 @@ def test_extractor_for_caps_the_training_frames_and_uses_the_classes(empty_hub):
 
 
 def test_quality_text_explains_the_label_and_places_each_model():
-    from helpers.narrative.reconstruction import quality_text
+    from helpers.narrative.quality import quality_text
 
     text = quality_text(_small_table(), real="72 held-out healthy frames")
     assert "not comparable with published FID" in text and '"FD (run features)"' in text

@@ -15,7 +15,7 @@ import pandas as pd
 from helpers.core.reference import ORIGINAL_EPOCHS, ORIGINAL_TRAIN_IMAGES, PAPER_BUDGET
 from helpers.evaluate.metrics import COLLAPSED_KL_PER_IMAGE, PLATEAU_KL_PER_IMAGE
 from helpers.evaluate.quality import ROWS as QUALITY_SCALE_ROWS
-from helpers.narrative.reconstruction import quality_text as quality_text_of
+from helpers.narrative.quality import quality_text as quality_text_of
 from helpers.study.ablations import (
     ANOMALY_SCORES,
     BASELINE,

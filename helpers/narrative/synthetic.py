@@ -10,7 +10,7 @@ import pandas as pd
 from helpers.core.reference import PAPER_SYNTHETIC_AUC
 from helpers.evaluate.metrics import COLLAPSED_KL_PER_IMAGE
 from helpers.evaluate.quality import ROWS as QUALITY_SCALE_ROWS
-from helpers.narrative.reconstruction import quality_label_text, quality_place
+from helpers.narrative.quality import quality_label_text, quality_place
 
 
 def _overlap(a: pd.Series, b: pd.Series) -> bool:
