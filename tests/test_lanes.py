@@ -110,6 +110,36 @@ def test_estimate_lays_the_notebooks_on_the_lanes(tmp_path):
     assert two == pytest.approx((other["01"] + other["03"]) * slow + per_model / 10.0, abs=0.1)
 
 
+def test_estimate_counts_only_the_epochs_a_checkpoint_does_not_hold(tmp_path, monkeypatch):
+    """After a code change every notebook reruns, but 03 resumes its finished checkpoint: the
+    estimate counted all its epochs again (8.6 min expected for a 3-min rerun)."""
+    from helpers.core.paths import RunPaths
+    from helpers.model.endovae import EndoVAEConfig
+    from helpers.train.fit import TrainConfig, fit
+
+    small = EndoVAEConfig(in_size=16, enc_channels=(4, 8), enc_strides=(2, 2), hidden_dim=8,
+                          dec_channels=(8, 4), dec_strides=(2, 2))  # fmt: skip
+    images = torch.randint(0, 256, (8, 16, 16, 3), dtype=torch.uint8).numpy()
+    path = RunPaths(tmp_path).ensure().checkpoint("mse")
+    fit(images, TrainConfig(epochs=2, batch_size=4, precision="fp32"), model_config=small,
+        checkpoint_path=path, device="cpu", progress=False)  # fmt: skip
+    mse = {"epochs": 5, "loss": "mse", "resume": True}
+    chosen = {"03_train_mse": mse, "04_train_bce": {**mse, "loss": "bce"}}
+    assert budget.resumed_epochs(chosen, tmp_path) == {"03_train_mse": 2, "04_train_bce": 0}
+    assert budget.resumed_epochs({"03_train_mse": {**mse, "resume": False}}, tmp_path) == {}
+    processed = RunPaths(tmp_path).processed
+    _, fresh = estimate_seconds(chosen, 20.0, processed, report=False)
+    _, resumed = estimate_seconds(chosen, 20.0, processed, False, done={"03_train_mse": 2})
+    per_epoch = fresh // 10  # two notebooks of 5 epochs each
+    assert resumed == fresh - 2 * per_epoch
+    _, finished = estimate_seconds(chosen, 20.0, processed, False, done={"03_train_mse": 7})
+    assert finished == fresh // 2  # a checkpoint past the plan costs nothing (fit says why)
+    monkeypatch.setattr(budget, "current_speed", lambda *a: 20.0)
+    line = budget.expected_time({"03_train_mse": {**mse, "device": "cpu", "precision": "fp32",
+                                                  "batch_size": 4}}, tmp_path, False)  # fmt: skip
+    assert "2 epoch(s) already in the checkpoints of 03/04" in line
+
+
 def test_expected_time_times_a_cached_choice_again(tmp_path, monkeypatch):
     fp32 = runtime.fixed_precision(torch.device("cpu"), "fp32")
     cached = runtime.PrecisionChoice(fp32, {fp32.label: 500.0}, "fastest at batch 8, cached")

@@ -25,6 +25,7 @@ from helpers.core.runtime import PrecisionChoice, get_device
 from helpers.data import kvasir
 from helpers.evaluate import classifier
 from helpers.study.sharper import TOKEN_EPOCHS
+from helpers.train.checkpoint import read_checkpoint
 from helpers.train.fit import measure_images_per_s, training_precision
 
 # Seconds each notebook spends besides EndoVAE and classifier training (both timed at the start):
@@ -155,10 +156,12 @@ def _polyp_train(params: dict[str, Any], n_polyps: int) -> int:
 
 
 def training_images(
-    number: str, params: dict[str, Any], n_train: int, n_polyps: int = 0, faithful_epochs: int = 0
-) -> int:
+    number: str, params: dict[str, Any], n_train: int, n_polyps: int = 0, faithful_epochs: int = 0,
+    done: int = 0,
+) -> int:  # fmt: skip
     """EndoVAE training images (epochs x images) a notebook processes (`faithful_epochs`: notebook
-    03's, which notebook 10's sharper model repeats unless sharp_epochs says otherwise)."""
+    03's, which notebook 10's sharper model repeats unless sharp_epochs says otherwise; `done`:
+    the epochs 03's or 04's checkpoint already holds, which it resumes from)."""
     if number == "10" and params.get("sharp_budget") == "token":  # a preview, no polyp model
         return TOKEN_EPOCHS * n_train
     if number == "10":  # the sharper healthy model, then its polyp model with 09's settings
@@ -174,7 +177,7 @@ def training_images(
         return int(params["gen_epochs"]) * images
     if number in ("03", "04") and "epochs" in params:
         cap = int(params.get("max_train_images") or n_train)
-        return int(params["epochs"]) * min(cap, n_train)
+        return max(0, int(params["epochs"]) - done) * min(cap, n_train)
     return 0
 
 
@@ -194,6 +197,21 @@ def classifier_images(number: str, params: dict[str, Any], n_train: int, n_polyp
     return 0
 
 
+def resumed_epochs(notebooks: dict[str, dict[str, Any]], run_dir: Path) -> dict[str, int]:
+    """The epochs notebooks 03 and 04 will resume from: those their checkpoints hold (none with
+    `resume` off; fit stops with a clear error when a checkpoint does not match its settings)."""
+    done = {}
+    for name, params in notebooks.items():
+        if "epochs" not in params or "loss" not in params or not params.get("resume", True):
+            continue
+        path = RunPaths(run_dir).checkpoint(str(params["loss"]))
+        try:
+            done[name] = int(read_checkpoint(path)["epoch"]) if path.is_file() else 0
+        except (OSError, ValueError, KeyError):  # unreadable: the notebook will say so
+            done[name] = 0
+    return done
+
+
 def estimate_seconds(
     notebooks: dict[str, dict[str, Any]],
     images_per_s: float,
@@ -202,10 +220,12 @@ def estimate_seconds(
     jobs: int = 1,
     classifier_per_s: float | None = None,
     skip: frozenset[str] = frozenset(),
+    done: dict[str, int] | None = None,
 ) -> tuple[float, int]:
     """(expected seconds, EndoVAE training images) for notebooks {name: parameters} on `jobs`
     lanes; classifier training at `classifier_per_s` (left out when None); the notebooks in
-    `skip` (unchanged since their last run) cost nothing but still lend their parameters."""
+    `skip` (unchanged since their last run) cost nothing but still lend their parameters; `done`
+    maps 03 and 04 to the epochs their checkpoints hold (see resumed_epochs)."""
     first = next(iter(notebooks.values()), {})
     data = first | notebooks.get("01_preprocessing", {})
     n_train, n_polyps = healthy_train_images(data, processed), polyp_sources(data, processed)
@@ -216,7 +236,8 @@ def estimate_seconds(
         if name in skip:
             images[name] = seconds[name] = 0
             continue
-        images[name] = training_images(name[:2], params, n_train, n_polyps, faithful)
+        held = (done or {}).get(name, 0)
+        images[name] = training_images(name[:2], params, n_train, n_polyps, faithful, held)
         other = OTHER_SECONDS.get(name[:2], DEFAULT_OTHER_SECONDS) * slowdown
         clf = classifier_images(name[:2], params, n_train, n_polyps)
         seconds[name] = images[name] / images_per_s + other
@@ -279,7 +300,13 @@ def estimate(
         speed = current_speed(choice, device, batch)
     finally:
         torch.set_num_threads(threads)
-    seconds, images = estimate_seconds(chosen, speed, processed, report, jobs, clf_speed, skip)
+    done = resumed_epochs(to_run, run_dir)
+    seconds, images = estimate_seconds(
+        chosen, speed, processed, report, jobs, clf_speed, skip, done
+    )
+    held = sum(done.values())
+    if held:
+        skipped += f"; {held} epoch(s) already in the checkpoints of 03/04"
     lanes = f"{jobs} notebooks side by side, " if jobs > 1 else ""
     clf = f", classifiers at {clf_speed:,.1f} img/s" if clf_speed else ""
     return seconds, (
