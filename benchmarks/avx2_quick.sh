@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 run_dir="${1:-runs/avx2}"
 shift || true
 if [ -n "$(ls -A "$run_dir" 2>/dev/null)" ]; then
-  echo "avx2_quick.sh: $run_dir is not empty; give a new folder (it times a run from scratch)" >&2
+  echo "error: $run_dir is not empty; give a new folder (avx2_quick.sh times a run from scratch)" >&2
   exit 2
 fi
 export ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2

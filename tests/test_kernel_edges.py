@@ -93,3 +93,21 @@ def test_benchmarks_turn_expected_errors_into_one_line(script, extra, words):
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0]
+
+
+def test_avx2_timing_refuses_a_run_folder_that_holds_a_run(tmp_path):
+    """benchmarks/avx2_quick.sh times a run from scratch: a folder with files in it is left as
+    it is, with one line and exit 2, before anything runs."""
+    (tmp_path / "run.json").write_text("{}")
+    done = subprocess.run(
+        ["bash", str(paths.PROJECT_ROOT / "benchmarks" / "avx2_quick.sh"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == (
+        f"error: {tmp_path} is not empty; give a new folder (avx2_quick.sh times a run from "
+        "scratch)"
+    )
+    assert [p.name for p in tmp_path.iterdir()] == ["run.json"]
