@@ -19,6 +19,7 @@ from helpers.narrative.sharper import (
     budget_text,
     closing_text,
     coverage_text,
+    format_goals,
     format_synthetic,
     goal_rows,
 )
@@ -170,6 +171,8 @@ def test_token_budget_is_a_preview_whose_goals_are_not_assessed():
     goals = goal_rows(token, paired, quality, synthetic, variant)
     assert list(goals["met"]) == [NOT_ASSESSED] * 5
     assert goals["this run"].iloc[0] == -3.0 and math.isnan(goals["this run"].iloc[4])
+    shown = format_goals(goals)["this run"]
+    assert list(shown)[0] == "-3.000" and list(shown)[4] == "not run"  # not "NaN" in Table 19
     anomaly = pd.DataFrame({"auc": {"faithful": 0.9, "sharper": 0.5}})
     closing = closing_text(goals, anomaly, paired, True, quality, synthetic, variant)
     assert "says nothing about the goals" in closing and "sharp_budget full" in closing

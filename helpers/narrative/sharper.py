@@ -153,6 +153,13 @@ def goal_rows(
     )  # fmt: skip
 
 
+def format_goals(table: pd.DataFrame) -> pd.DataFrame:
+    """Table 19 as shown: a goal without a value in this run (the train-on-synthetic test at the
+    token budget) reads "not run" instead of NaN."""
+    shown = ["not run" if pd.isna(v) else f"{v:.3f}" for v in table["this run"]]
+    return table.assign(**{"this run": shown})
+
+
 def coverage_text(quality: pd.DataFrame, prior: str = "standard") -> str:
     """What precision and recall add to the FD: whether the samples look real, and how much of the
     real frames' variety they cover."""
