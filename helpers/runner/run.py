@@ -44,10 +44,19 @@ from helpers.core import paths
 from helpers.core.atomic import atomic_write_text, one_line
 from helpers.core.lanes import threads_per_job, upstream
 from helpers.core.lock import LockBusy, file_lock
+from helpers.core.progress import PROGRESS_ENV
 from helpers.core.runtime import describe_device, get_device
 from helpers.runner import checks, report
 from helpers.runner.budget import estimate
-from helpers.runner.execution import ProgressBoard, execute, live_progress, print_failure
+from helpers.runner.execution import (
+    ProgressBoard,
+    SharedKernel,
+    execute,
+    live_progress,
+    print_failure,
+    progress_file,
+    shared_kernel,
+)
 from helpers.runner.plan import (
     Notebook,
     load_notebooks,
@@ -138,8 +147,9 @@ def device_label(resolved: dict[str, dict[str, Any]]) -> str:
 
 
 def run_one(
-    nb: Notebook, params: dict, run_dir: Path, key: str, inputs: dict, env: dict | None = None
-) -> float:
+    nb: Notebook, params: dict, run_dir: Path, key: str, inputs: dict, env: dict | None = None,
+    kernel: SharedKernel | None = None,
+) -> float:  # fmt: skip
     """Execute one notebook, then write its stamp; return its seconds (errors propagate).
 
     Its recorded outputs are the files that changed while it ran: with notebooks side by side
@@ -148,7 +158,7 @@ def run_one(
     stamp_path(run_dir, nb.name).unlink(missing_ok=True)
     before, start = snapshot(run_dir), time.perf_counter()
     try:
-        execute(nb.path, params, run_dir / "executed" / nb.path.name, env)
+        execute(nb.path, params, run_dir / "executed" / nb.path.name, env, kernel)
     except Exception as exc:  # the files it wrote tell print_failure where a rerun resumes
         with contextlib.suppress(OSError):
             exc.written = sorted(written_files(run_dir, before))
@@ -177,7 +187,15 @@ def notebook_key(plan: Plan, nb: Notebook, code_hash: str) -> tuple[str, dict]:
 
 
 def run_notebooks(plan: Plan, force: bool) -> tuple[list[Outcome], bool]:
-    """Execute (or skip) the selected notebooks in order; stop at the first failure."""
+    """Execute (or skip) the selected notebooks in order, in one kernel whose namespace is
+    cleared between them (execution.SharedKernel); stop at the first failure."""
+    env = {PROGRESS_ENV: str(progress_file(plan.run_dir))}
+    with shared_kernel(env) as kernel:
+        return _run_in_order(plan, force, kernel)
+
+
+def _run_in_order(plan: Plan, force: bool, kernel: SharedKernel) -> tuple[list[Outcome], bool]:
+    """run_notebooks' loop: each notebook in `kernel`."""
     code_hash, outcomes, run_dir = helpers_hash(), [], plan.run_dir
     for i, nb in enumerate(plan.selected, start=1):
         params = plan.resolved[nb.name]
@@ -193,8 +211,8 @@ def run_notebooks(plan: Plan, force: bool) -> tuple[list[Outcome], bool]:
             print(" outputs changed since its last run; rerunning ...", end="", flush=True)
         start = time.perf_counter()
         try:
-            with live_progress(run_dir, header) as env:
-                seconds = run_one(nb, params, run_dir, key, inputs, env)
+            with live_progress(run_dir, header):
+                seconds = run_one(nb, params, run_dir, key, inputs, kernel=kernel)
         except Exception as exc:  # papermill/kernel errors: report in a few lines and stop
             outcomes.append(Outcome(nb.name, time.perf_counter() - start, False))
             print(f" failed after {outcomes[-1].seconds:.1f} s", flush=True)
