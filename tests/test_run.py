@@ -481,3 +481,53 @@ def test_portable_parameters_drop_the_run_folders_place():
     assert kept == {"data_dir": "<run_dir>/data/raw", "seed": 1, "x": "/other/z"}
     inside = str(paths.PROJECT_ROOT / "notebooks")
     assert stamps.portable_parameters({"nb": inside}) == {"nb": "<bundle>/notebooks"}
+
+
+def _kernel_probe_notebooks(tmp_path: Path, second_body: str) -> dict:
+    """Two notebooks: the first leaves a name and a figure behind and records its kernel; the
+    second runs `second_body`."""
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    first = (
+        "import os, matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\n"
+        "leftover = plt.figure()\nmarks.mkdir(parents=True, exist_ok=True)\n"
+        "(marks / 'pid01.txt').write_text(str(os.getpid()))"
+    )
+    _write_notebook(folder / "01_first.ipynb", FIRST_PARAMS, first)
+    _write_notebook(folder / "02_second.ipynb", SECOND_PARAMS, second_body)
+    profile = tmp_path / "test.yaml"
+    profile.write_text(yaml.safe_dump({"parameters": {"device": "cpu"}}))
+    run_dir = tmp_path / "run"
+    args = ["--notebooks-dir", str(folder), "--profile", str(profile), "--run-dir", str(run_dir)]
+    return {"run_dir": run_dir, "args": [*args, "--no-report"]}
+
+
+def test_notebooks_in_order_share_a_kernel_but_not_their_names(tmp_path):
+    """One kernel for the run (the second notebook runs in the first one's process, with its
+    modules imported), yet the second sees none of the first's names or figures and counts its
+    cells from 1, as in a kernel of its own."""
+    second = (
+        "import os, sys\nimport matplotlib.pyplot as plt\n"
+        "assert 'leftover' not in globals() and 'first' not in globals()\n"
+        "assert not plt.get_fignums(), plt.get_fignums()\n"
+        "(marks / 'pid02.txt').write_text(str(os.getpid()))"
+    )
+    probe = _kernel_probe_notebooks(tmp_path, second)
+    assert run.main(probe["args"]) == run.EXIT_OK
+    marks = probe["run_dir"] / "marks"
+    assert (marks / "pid01.txt").read_text() == (marks / "pid02.txt").read_text()
+    executed = nbformat.read(probe["run_dir"] / "executed" / "02_second.ipynb", as_version=4)
+    counts = [c.execution_count for c in executed.cells if c.cell_type == "code"]
+    assert counts[0] == 1 and counts == sorted(counts), counts
+
+
+def test_a_kernel_that_dies_stops_the_run_with_its_note_and_a_rerun_starts_a_new_one(
+    tmp_path, capsys
+):
+    """The shared kernel is gone after a notebook kills it: the run stops naming the notebook,
+    and the next run starts a fresh kernel for it."""
+    probe = _kernel_probe_notebooks(tmp_path, "import os\nif fail:\n    os._exit(1)\nprint('ok')")
+    assert run.main([*probe["args"], "-p", "fail", "true"]) == run.EXIT_FAILED
+    err = capsys.readouterr().err
+    assert "FAILED 02_second.ipynb" in err and "the kernel died" in err
+    assert run.main(probe["args"]) == run.EXIT_OK
