@@ -228,7 +228,7 @@ def choose_precision(
             _write_speed_cache(path, key, speeds)
     best = fastest(candidates, speeds)
     skipped = "" if device.type != "cpu" or native_cpu_bf16() else (
-        "; bfloat16 not timed: this CPU has no native bfloat16, so it is emulated and slow"
+        "; bfloat16 not timed: without AVX512-BF16 or AMX kernels it is emulated and slow"
     )  # fmt: skip
     reason = f"fastest at batch {batch_size}, {how}{skipped}"
     return PrecisionChoice(best, speeds, reason, fresh=how == "measured")

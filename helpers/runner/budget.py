@@ -29,23 +29,25 @@ from helpers.train.checkpoint import read_checkpoint
 from helpers.train.fit import measure_images_per_s, training_precision
 
 # Seconds each notebook spends besides EndoVAE and classifier training (both timed at the start):
-# the quick profile on 2 cores, from empty run folders, as (AVX2 kernels, AVX512-BF16) measured:
-# 01 6.8/6.1, 02 8.0/7.0, 03-04 ~10/~5, 05 15.1/14.0, 06 16.0/17.0, 07 13.4/9.2, 08 26/24,
-# 09 17/12, 10 (token) 26/19, report 16.7/14.8 (benchmarks/avx2_quick.sh; python -m helpers.run).
+# the quick profile on 2 cores, from empty run folders, in one shared kernel (execution.
+# SharedKernel: the first notebook pays its start and the imports), as (AVX2 kernels,
+# AVX512-BF16) measured: 01 5.0/10.4, 02 3.5/3.8, 03-04 ~2/~2, 05 7.9/7.7, 06 8.8/8.9, 07 6.3/2.2,
+# 08 22.7/18.8, 09 5.0/5.4, 10 (token) 16.5/16.8, report 18.3/17.1 (benchmarks/avx2_quick.sh;
+# make report from a fresh clone).
 OTHER_SECONDS = {
-    "01": 7,
-    "02": 8,
-    "03": 8,
-    "04": 8,
-    "05": 15,
-    "06": 17,
-    "07": 12,
-    "08": 25,
-    "09": 15,
-    "10": 23,
+    "01": 8,
+    "02": 4,
+    "03": 3,
+    "04": 3,
+    "05": 8,
+    "06": 9,
+    "07": 4,
+    "08": 21,
+    "09": 5,
+    "10": 17,
 }
 DEFAULT_OTHER_SECONDS = 20
-REPORT_SECONDS = 16  # merging the executed notebooks and two xelatex passes
+REPORT_SECONDS = 18  # merging the executed notebooks and two xelatex passes
 # The rest of a notebook on a lane with fewer threads (imports and plots use one core anyway).
 LANE_SLOWDOWN = 1.3
 KVASIR_V1_PER_CLASS = 500
