@@ -221,6 +221,24 @@ def test_an_unchanged_notebook_costs_nothing_but_lends_its_epochs(tmp_path):
     assert images == 2 * 6 * n_train and left == 6 * n_train
 
 
+def test_a_run_of_notebook_10_alone_is_timed_as_training(tmp_path, monkeypatch):
+    """`-p sharp_budget full` after a quick run (or `--only 10`): notebook 10 alone trains, so the
+    estimate times the EndoVAE step at notebook 10's batch size and takes 03's epochs from its
+    checkpoint when 03 is not in the plan (it said "no EndoVAE training", at 1 img/s)."""
+    monkeypatch.setattr(budget, "faithful_epochs", lambda run_dir: 6)
+    timed = []
+    monkeypatch.setattr(budget, "current_speed", lambda c, d, batch: timed.append(batch) or 50.0)
+    monkeypatch.setattr(budget, "classifier_speed", lambda *a: None)
+    sharp = {"precision": "fp32", "device": "cpu", "sharp_epochs": 0, "sharp_budget": "full",
+             "gen_epochs": 0, "gen_batch_size": 8}  # fmt: skip
+    seconds, line = budget.estimate({"10_sharper_vae": sharp}, tmp_path, report=False)
+    assert budget.trains_endovae(sharp) and timed == [8]
+    assert "no EndoVAE training" not in line and "at 50.0 img/s" in line
+    n_train = budget.healthy_train_images({}, RunPaths(tmp_path).processed)
+    assert f"{6 * n_train:,} EndoVAE training images" in line
+    assert not budget.trains_endovae({"precision": "auto", "clf_epochs": 10})
+
+
 def test_closing_text_says_when_a_lower_fd_comes_with_less_variety():
     """A sharper model whose samples have a lower FD but a fraction of the faithful model's recall
     is called out; one with a similar recall is not."""

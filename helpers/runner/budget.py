@@ -199,6 +199,26 @@ def classifier_images(number: str, params: dict[str, Any], n_train: int, n_polyp
     return 0
 
 
+# The batch-size parameters of the notebooks that train an EndoVAE (03/04, 08, 09 and 10).
+BATCH_KEYS = ("batch_size", "abl_batch_size", "gen_batch_size")
+
+
+def trains_endovae(params: dict[str, Any]) -> bool:
+    """Whether a notebook with these parameters trains an EndoVAE (03/04, 08, 09, 10)."""
+    epochs = ("epochs", "abl_epochs", "gen_epochs", "sharp_epochs")
+    return "precision" in params and any(key in params for key in epochs)
+
+
+def faithful_epochs(run_dir: Path) -> int:
+    """The epochs of notebook 03's model in its checkpoint (which notebook 10's sharper model
+    repeats), 0 without a readable one."""
+    path = RunPaths(run_dir).checkpoint("mse")
+    try:
+        return int(read_checkpoint(path)["train_config"]["epochs"]) if path.is_file() else 0
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
 def resumed_epochs(notebooks: dict[str, dict[str, Any]], run_dir: Path) -> dict[str, int]:
     """The epochs notebooks 03 and 04 will resume from: those their checkpoints hold (none with
     `resume` off; fit stops with a clear error when a checkpoint does not match its settings)."""
@@ -223,16 +243,18 @@ def estimate_seconds(
     classifier_per_s: float | None = None,
     skip: frozenset[str] = frozenset(),
     done: dict[str, int] | None = None,
+    faithful: int | None = None,
 ) -> tuple[float, int]:
     """(expected seconds, EndoVAE training images) for notebooks {name: parameters} on `jobs`
     lanes; classifier training at `classifier_per_s` (left out when None); the notebooks in
     `skip` (unchanged since their last run) cost nothing but still lend their parameters; `done`
-    maps 03 and 04 to the epochs their checkpoints hold (see resumed_epochs)."""
+    maps 03 and 04 to the epochs their checkpoints hold (see resumed_epochs); `faithful`: notebook
+    03's epochs when it is not among `notebooks` (notebook 10 repeats them)."""
     first = next(iter(notebooks.values()), {})
     data = first | notebooks.get("01_preprocessing", {})
     n_train, n_polyps = healthy_train_images(data, processed), polyp_sources(data, processed)
     slowdown = LANE_SLOWDOWN if jobs > 1 else 1.0
-    faithful = int(notebooks.get("03_train_mse", {}).get("epochs", 0))
+    faithful = int(notebooks.get("03_train_mse", {}).get("epochs", 0) or faithful or 0)
     images, seconds = {}, {}
     for name, params in notebooks.items():
         if name in skip:
@@ -281,7 +303,7 @@ def estimate(
     """
     processed = RunPaths(run_dir).processed
     to_run = {n: p for n, p in chosen.items() if n not in skip}
-    trainer = next((p for p in to_run.values() if "precision" in p and "epochs" in p), None)
+    trainer = next((p for p in to_run.values() if trains_endovae(p)), None)
     first = next(iter(chosen.values()), {})
     skipped = f"; {len(skip)} unchanged notebook(s) skipped" if skip else ""
     device = get_device(str((trainer or first).get("device", "auto")))
@@ -295,16 +317,16 @@ def estimate(
             line = f"expected time: about {seconds / 60:.1f} min (no EndoVAE training{skipped})"
             return seconds, line
         data = first | chosen.get("01_preprocessing", {})
-        batch = max(
-            1, min(int(trainer.get("batch_size", 128)), healthy_train_images(data, processed))
-        )
+        asked = next((trainer[k] for k in BATCH_KEYS if k in trainer), 128)
+        batch = max(1, min(int(asked), healthy_train_images(data, processed)))
         choice = training_precision(device, str(trainer.get("precision", "auto")), batch)
         speed = current_speed(choice, device, batch)
     finally:
         torch.set_num_threads(threads)
     done = resumed_epochs(to_run, run_dir)
+    faithful = chosen.get("03_train_mse", {}).get("epochs") or faithful_epochs(run_dir)
     seconds, images = estimate_seconds(
-        chosen, speed, processed, report, jobs, clf_speed, skip, done
+        chosen, speed, processed, report, jobs, clf_speed, skip, done, faithful
     )
     held = sum(done.values())
     if held:
