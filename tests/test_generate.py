@@ -199,6 +199,24 @@ def test_class_model_trains_on_its_images_only(tmp_path):
     assert not generate.trained_on(tmp_path / "missing.pt", images)
 
 
+def test_a_fine_tuned_model_whose_start_was_trained_over_is_trained_afresh(tmp_path):
+    """09's polyp model (from 03's) and 10's (from the sharper one): when the model it started
+    from has been trained again since, it is trained over instead of stopping on "cannot resume"
+    (notebook 10 at the full budget failed so after a token run had retrained sharp.pt)."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (8, 96, 96, 3), dtype=np.uint8)
+    kwargs = dict(epochs=1, batch_size=8, precision="fp32", device="cpu", progress=False)
+    start = tmp_path / "healthy.pt"
+    generate.train_class_model(images, "healthy", start, **kwargs)
+    tuned = tmp_path / "gen_polyps.pt"
+    generate.train_class_model(images, "polyps", tuned, init_from=start, **kwargs)
+    assert generate.trained_on(tuned, images, init_from=start)
+    generate.train_class_model(images, "healthy", start, **{**kwargs, "seed": 1})  # trained over
+    assert not generate.trained_on(tuned, images, init_from=start)
+    generate.train_class_model(images, "polyps", tuned, init_from=start, **kwargs)
+    assert generate.trained_on(tuned, images, init_from=start)
+
+
 def test_explorer_is_off_outside_a_live_kernel_and_wired_inside():
     from helpers.study import synthetic_eval as se
 

@@ -500,7 +500,7 @@ def train_class_model(
     return fit(
         images, tcfg, model_config=model_config, checkpoint_path=path,
         history_path=path.with_name(f"{path.stem}_history.csv"),
-        device=device, resume=trained_on(path, images, tcfg.to_dict(), model_config),
+        device=device, resume=trained_on(path, images, tcfg.to_dict(), model_config, init_from),
         progress=progress,
         desc=f"EndoVAE {class_name}", init_from=init_from,
     )  # fmt: skip
@@ -508,13 +508,15 @@ def train_class_model(
 
 def trained_on(
     path: str | os.PathLike, images: np.ndarray, train_config: dict | None = None,
-    model_config: EndoVAEConfig | None = None,
+    model_config: EndoVAEConfig | None = None, init_from: str | os.PathLike | None = None,
 ) -> bool:  # fmt: skip
     """True when the checkpoint exists and was trained on exactly these images (and settings,
-    and network shape when `model_config` is given): one that resuming gives the same model as
-    training afresh. So with `train_config` it must hold no more epochs than asked, and with a
-    learning-rate cooldown it must have been planned for as many (its schedule depends on the
-    total); else it is trained over, e.g. notebook 10's token budget after its full one."""
+    and network shape when `model_config` is given, and from the weights of the file `init_from`
+    when given): one that resuming gives the same model as training afresh. So with
+    `train_config` it must hold no more epochs than asked, and with a learning-rate cooldown it
+    must have been planned for as many (its schedule depends on the total); else it is trained
+    over, e.g. notebook 10's token budget after its full one, or a polyp model fine-tuned from a
+    sharper model that has since been trained over."""
     path = Path(path)
     if not path.is_file():
         return False
@@ -523,6 +525,8 @@ def trained_on(
     tensor = images_to_tensor(images)
     current = {"n_images": len(tensor), "fingerprint": data_fingerprint(tensor)}
     if not same_images({k: data.get(k) for k in current}, current, tensor):
+        return False
+    if init_from is not None and data.get("init_from") != file_digest(init_from):
         return False
     if model_config is not None and EndoVAEConfig(**state["model_config"]) != model_config:
         return False
