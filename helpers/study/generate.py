@@ -511,12 +511,11 @@ def trained_on(
     model_config: EndoVAEConfig | None = None, init_from: str | os.PathLike | None = None,
 ) -> bool:  # fmt: skip
     """True when the checkpoint exists and was trained on exactly these images (and settings,
-    and network shape when `model_config` is given, and from the weights of the file `init_from`
-    when given): one that resuming gives the same model as training afresh. So with
-    `train_config` it must hold no more epochs than asked, and with a learning-rate cooldown it
-    must have been planned for as many (its schedule depends on the total); else it is trained
-    over, e.g. notebook 10's token budget after its full one, or a polyp model fine-tuned from a
-    sharper model that has since been trained over."""
+    network shape `model_config`, starting weights `init_from`, when given): one that resuming
+    gives the same model as training afresh. So with `train_config` it must hold no more epochs
+    than asked, and with a cooldown have been planned for as many (the schedule depends on the
+    total); else it is trained over (10's token budget after its full one; a model fine-tuned
+    from one that has been trained over since)."""
     path = Path(path)
     if not path.is_file():
         return False
