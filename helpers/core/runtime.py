@@ -156,8 +156,8 @@ def cache_dir() -> Path:
 def machine_key(device: torch.device, batch_size: int, task: str = "endovae") -> str:
     """What a measured speed depends on: task, device, CPU flags and kernels, torch, threads,
     batch size."""
-    flags = bytes_digest(" ".join(sorted(cpu_flags())).encode())[:12]
-    flags += "" if cpu_capability().startswith("AVX512") else f" {cpu_capability()}"
+    flags, kernels = bytes_digest(" ".join(sorted(cpu_flags())).encode())[:12], cpu_capability()
+    flags += "" if kernels.startswith("AVX512") else f" {kernels}"
     return (f"{task} | {describe_device(device)} | flags {flags} | torch {torch.__version__} | "
             f"{torch.get_num_threads()} threads | batch {batch_size}")  # fmt: skip
 

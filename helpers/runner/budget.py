@@ -209,29 +209,33 @@ def trains_endovae(params: dict[str, Any]) -> bool:
     return "precision" in params and any(key in params for key in epochs)
 
 
+def _checkpoint_epochs(run_dir: Path, loss: str, planned: bool = False) -> int:
+    """The epochs in the run's `loss` checkpoint (those it was planned for when `planned`), 0
+    without a readable one (the notebook that reads it will say why)."""
+    path = RunPaths(run_dir).checkpoint(loss)
+    try:
+        state = read_checkpoint(path) if path.is_file() else None
+        if state is None:
+            return 0
+        return int(state["train_config"]["epochs"] if planned else state["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
 def faithful_epochs(run_dir: Path) -> int:
     """The epochs of notebook 03's model in its checkpoint (which notebook 10's sharper model
     repeats), 0 without a readable one."""
-    path = RunPaths(run_dir).checkpoint("mse")
-    try:
-        return int(read_checkpoint(path)["train_config"]["epochs"]) if path.is_file() else 0
-    except (OSError, ValueError, KeyError, TypeError):
-        return 0
+    return _checkpoint_epochs(run_dir, "mse", planned=True)
 
 
 def resumed_epochs(notebooks: dict[str, dict[str, Any]], run_dir: Path) -> dict[str, int]:
     """The epochs notebooks 03 and 04 will resume from: those their checkpoints hold (none with
     `resume` off; fit stops with a clear error when a checkpoint does not match its settings)."""
-    done = {}
-    for name, params in notebooks.items():
-        if "epochs" not in params or "loss" not in params or not params.get("resume", True):
-            continue
-        path = RunPaths(run_dir).checkpoint(str(params["loss"]))
-        try:
-            done[name] = int(read_checkpoint(path)["epoch"]) if path.is_file() else 0
-        except (OSError, ValueError, KeyError):  # unreadable: the notebook will say so
-            done[name] = 0
-    return done
+    return {
+        name: _checkpoint_epochs(run_dir, str(params["loss"]))
+        for name, params in notebooks.items()
+        if "epochs" in params and "loss" in params and params.get("resume", True)
+    }
 
 
 def estimate_seconds(
@@ -324,7 +328,7 @@ def estimate(
     finally:
         torch.set_num_threads(threads)
     done = resumed_epochs(to_run, run_dir)
-    faithful = chosen.get("03_train_mse", {}).get("epochs") or faithful_epochs(run_dir)
+    faithful = None if "03_train_mse" in chosen else faithful_epochs(run_dir)
     seconds, images = estimate_seconds(
         chosen, speed, processed, report, jobs, clf_speed, skip, done, faithful
     )

@@ -102,20 +102,18 @@ class SharedKernel:
 
     def __init__(self, env: dict[str, str]):
         self.env = env
-        self.km: AsyncKernelManager | None = None
-        self.used = False
+        self.km: AsyncKernelManager | None = None  # started for a notebook, so one ran in it
 
     def manager(self, cwd: Path) -> AsyncKernelManager:
-        """The kernel manager for the next notebook, working in `cwd`: a started kernel, reset
-        when a notebook ran in it (a kernel that died is replaced by a fresh one)."""
+        """The kernel manager for the next notebook, working in `cwd`: the kernel, reset after the
+        notebook that ran in it, or a new one (at the start, or when it died)."""
         if self.km is not None and not run_sync(self.km.is_alive)():
             self.close()
         if self.km is None:
             self.km = kernel_manager(self.env)(kernel_name=KERNEL)
             run_sync(self.km.start_kernel)(extra_arguments=KERNEL_ARGS, cwd=str(cwd))
-        elif self.used:
+        else:
             self._reset(cwd)
-        self.used = True
         return self.km
 
     def _reset(self, cwd: Path) -> None:

@@ -159,8 +159,8 @@ def reconstruct_with_kld(
 @torch.inference_mode()
 def decode(model: EndoVAE, z: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """Decode latents in batches on the model's device: float N x C x H x W on the CPU."""
-    model, _ = fast_model(model, model_device(model))
     dev = model_device(model)
+    model, _ = fast_model(model, dev)
     parts = [
         model.decode(z[i : i + batch_size].to(dev)).float().cpu().contiguous()
         for i in range(0, len(z), batch_size)

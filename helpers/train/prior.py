@@ -113,8 +113,8 @@ def fit_latent_prior(
     x = images_to_tensor(images, model.config.in_channels, model.config.in_size)
     if len(x) < 2:
         raise ValueError(f"images: {len(x)} frame(s); a fitted prior needs at least 2")
-    model, layout = fast_model(model, model_device(model))
     dev = model_device(model)
+    model, layout = fast_model(model, dev)
     mus, variances = [], []
     for start in range(0, len(x), batch_size):
         batch = x[start : start + batch_size].to(dev).float().div_(255.0)
